@@ -1,0 +1,476 @@
+"""The one fop table.
+
+Every file operation is declared here exactly once: its name, its opcode on the wire, what it
+addresses (an entry = parent gfid + name, an inode = gfid, an fd, or nothing), its request and reply
+dataclasses, and which field (if any) is bulk data that travels raw on the wire.
+
+The translator base class (translators/xlator.py), the wire codec (translators/protocol/codec.py),
+the server dispatch and debug/io-stats are all derived from `FOPS`; add a fop here and they follow.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from .types import Dirent, Fd, Iatt, Statvfs
+
+# setattr `valid` bits (which fields of a SetattrReq to apply)
+SET_MODE = 1
+SET_UID = 2
+SET_GID = 4
+SET_SIZE = 8
+SET_ATIME = 16
+SET_MTIME = 32
+SET_ATIME_NOW = 64
+SET_MTIME_NOW = 128
+
+# xattrop operations
+XATTROP_ADD_ARRAY = 0  # element-wise add of big-endian signed 32-bit integers
+XATTROP_ADD_ARRAY64 = 1  # same with 64-bit integers
+XATTROP_GET_AND_SET = 4
+
+# lock commands/types for inodelk/entrylk/lk (fcntl values for the types)
+LK_GETLK = 5
+LK_SETLK = 6
+LK_SETLKW = 7
+F_RDLCK = 0
+F_WRLCK = 1
+F_UNLCK = 2
+ENTRYLK_LOCK = 0
+ENTRYLK_UNLOCK = 1
+ENTRYLK_LOCK_NB = 2
+
+
+class Kind(Enum):
+    NONE = "none"
+    ENTRY = "entry"  # (parent gfid, name)
+    INODE = "inode"  # gfid
+    FD = "fd"  # an open fd
+
+
+# ---------------------------------------------------------------- requests
+@dataclass(frozen=True, slots=True)
+class LookupReq:
+    """Named lookup (parent + name) or nameless lookup (gfid only).
+    `xattrs` names the xattrs to return with the attributes ("*" = all)."""
+    parent: bytes | None = None
+    name: bytes | None = None
+    gfid: bytes | None = None
+    xattrs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class InodeReq:
+    gfid: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FdReq:
+    fd: Fd
+
+
+@dataclass(frozen=True, slots=True)
+class EntryReq:
+    parent: bytes
+    name: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SetattrReq:
+    gfid: bytes
+    valid: int
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    atime_ns: int = 0
+    mtime_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FsetattrReq:
+    fd: Fd
+    valid: int
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    atime_ns: int = 0
+    mtime_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AccessReq:
+    gfid: bytes
+    mask: int
+
+
+@dataclass(frozen=True, slots=True)
+class MknodReq:
+    parent: bytes
+    name: bytes
+    mode: int
+    rdev: int
+    gfid: bytes
+    umask: int = 0
+    xattrs: dict | None = None  # set atomically with creation (internal callers only)
+
+
+@dataclass(frozen=True, slots=True)
+class MkdirReq:
+    parent: bytes
+    name: bytes
+    mode: int
+    gfid: bytes
+    umask: int = 0
+    xattrs: dict | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SymlinkReq:
+    parent: bytes
+    name: bytes
+    target: bytes
+    gfid: bytes
+    xattrs: dict | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RenameReq:
+    oldparent: bytes
+    oldname: bytes
+    newparent: bytes
+    newname: bytes
+    flags: int = 0  # RENAME_NOREPLACE / RENAME_EXCHANGE
+
+
+@dataclass(frozen=True, slots=True)
+class LinkReq:
+    gfid: bytes
+    newparent: bytes
+    newname: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CreateReq:
+    parent: bytes
+    name: bytes
+    flags: int
+    mode: int
+    gfid: bytes
+    umask: int = 0
+    xattrs: dict | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenReq:
+    gfid: bytes
+    flags: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadReq:
+    fd: Fd
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class WriteReq:
+    fd: Fd
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FsyncReq:
+    fd: Fd
+    datasync: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReaddirReq:
+    """Read entries after cookie `offset` (0 = from the start), up to about `size` bytes.
+    plus=True returns attributes (and the requested xattrs) of every entry (readdirplus)."""
+    fd: Fd
+    offset: int
+    size: int = 65536
+    plus: bool = False
+    xattrs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SetxattrReq:
+    gfid: bytes
+    name: str
+    value: bytes
+    flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FsetxattrReq:
+    fd: Fd
+    name: str
+    value: bytes
+    flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GetxattrReq:
+    gfid: bytes
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class FgetxattrReq:
+    fd: Fd
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemovexattrReq:
+    gfid: bytes
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class TruncateReq:
+    gfid: bytes
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class FtruncateReq:
+    fd: Fd
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class FallocateReq:
+    fd: Fd
+    mode: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class RangeReq:
+    fd: Fd
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class SeekReq:
+    fd: Fd
+    offset: int
+    whence: int  # os.SEEK_DATA / os.SEEK_HOLE
+
+
+@dataclass(frozen=True, slots=True)
+class LkReq:
+    """POSIX byte-range lock; the owner is call.lk_owner. length 0 = to end of file."""
+    fd: Fd
+    cmd: int  # LK_GETLK / LK_SETLK / LK_SETLKW
+    type: int  # F_RDLCK / F_WRLCK / F_UNLCK
+    start: int
+    length: int
+    pid: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InodelkReq:
+    """Internal byte-range lock on an inode in a named domain; owner = call.lk_owner."""
+    gfid: bytes
+    domain: str
+    cmd: int
+    type: int
+    start: int = 0
+    length: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EntrylkReq:
+    """Internal lock on a name in a directory (name None = the whole directory)."""
+    parent: bytes
+    name: bytes | None
+    domain: str
+    cmd: int  # ENTRYLK_LOCK / ENTRYLK_UNLOCK / ENTRYLK_LOCK_NB
+    type: int = F_WRLCK
+
+
+@dataclass(frozen=True, slots=True)
+class XattropReq:
+    gfid: bytes
+    op: int
+    xattrs: dict  # name -> bytes operand
+
+
+@dataclass(frozen=True, slots=True)
+class RchecksumReq:
+    fd: Fd
+    offset: int
+    length: int
+
+
+# ---------------------------------------------------------------- replies
+@dataclass(frozen=True, slots=True)
+class Empty:
+    pass
+
+
+EMPTY = Empty()
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRep:
+    iatt: Iatt
+    xattrs: dict | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttrRep:
+    iatt: Iatt
+
+
+@dataclass(frozen=True, slots=True)
+class ReadlinkRep:
+    target: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRep:
+    iatt: Iatt
+    fd: Fd
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRep:
+    fd: Fd
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRep:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRep:
+    size: int
+    iatt: Iatt  # attributes after the write
+
+
+@dataclass(frozen=True, slots=True)
+class ReaddirRep:
+    entries: list[Dirent]
+    eof: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StatfsRep:
+    statvfs: Statvfs
+
+
+@dataclass(frozen=True, slots=True)
+class XattrRep:
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ListxattrRep:
+    names: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class SeekRep:
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class LkRep:
+    type: int
+    start: int
+    length: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class XattropRep:
+    xattrs: dict
+
+
+@dataclass(frozen=True, slots=True)
+class RchecksumRep:
+    weak: int
+    strong: bytes
+
+
+# ---------------------------------------------------------------- the table
+@dataclass(frozen=True, slots=True)
+class Fop:
+    name: str
+    opcode: int
+    kind: Kind
+    req: type
+    rep: type
+    modifies: bool = False  # changes data or metadata (replication/heal bookkeeping)
+    req_bulk: str | None = None  # field sent as raw bytes after the header
+    rep_bulk: str | None = None
+
+
+_E, _I, _F = Kind.ENTRY, Kind.INODE, Kind.FD
+
+FOP_LIST: tuple[Fop, ...] = (
+    Fop("lookup", 1, _E, LookupReq, EntryRep),
+    Fop("stat", 2, _I, InodeReq, AttrRep),
+    Fop("fstat", 3, _F, FdReq, AttrRep),
+    Fop("setattr", 4, _I, SetattrReq, AttrRep, modifies=True),
+    Fop("fsetattr", 5, _F, FsetattrReq, AttrRep, modifies=True),
+    Fop("access", 6, _I, AccessReq, Empty),
+    Fop("readlink", 7, _I, InodeReq, ReadlinkRep),
+    Fop("mknod", 8, _E, MknodReq, EntryRep, modifies=True),
+    Fop("mkdir", 9, _E, MkdirReq, EntryRep, modifies=True),
+    Fop("unlink", 10, _E, EntryReq, Empty, modifies=True),
+    Fop("rmdir", 11, _E, EntryReq, Empty, modifies=True),
+    Fop("symlink", 12, _E, SymlinkReq, EntryRep, modifies=True),
+    Fop("rename", 13, _E, RenameReq, Empty, modifies=True),
+    Fop("link", 14, _E, LinkReq, EntryRep, modifies=True),
+    Fop("create", 15, _E, CreateReq, CreateRep, modifies=True),
+    Fop("open", 16, _I, OpenReq, OpenRep),
+    Fop("read", 17, _F, ReadReq, ReadRep, rep_bulk="data"),
+    Fop("write", 18, _F, WriteReq, WriteRep, modifies=True, req_bulk="data"),
+    Fop("flush", 19, _F, FdReq, Empty),
+    Fop("fsync", 20, _F, FsyncReq, Empty),
+    Fop("release", 21, _F, FdReq, Empty),
+    Fop("opendir", 22, _I, InodeReq, OpenRep),
+    Fop("readdir", 23, _F, ReaddirReq, ReaddirRep),
+    Fop("releasedir", 24, _F, FdReq, Empty),
+    Fop("fsyncdir", 25, _F, FsyncReq, Empty),
+    Fop("statfs", 26, _I, InodeReq, StatfsRep),
+    Fop("setxattr", 27, _I, SetxattrReq, Empty, modifies=True),
+    Fop("getxattr", 28, _I, GetxattrReq, XattrRep),
+    Fop("listxattr", 29, _I, InodeReq, ListxattrRep),
+    Fop("removexattr", 30, _I, RemovexattrReq, Empty, modifies=True),
+    Fop("fgetxattr", 31, _F, FgetxattrReq, XattrRep),
+    Fop("fsetxattr", 32, _F, FsetxattrReq, Empty, modifies=True),
+    Fop("truncate", 33, _I, TruncateReq, AttrRep, modifies=True),
+    Fop("ftruncate", 34, _F, FtruncateReq, AttrRep, modifies=True),
+    Fop("fallocate", 35, _F, FallocateReq, AttrRep, modifies=True),
+    Fop("discard", 36, _F, RangeReq, AttrRep, modifies=True),
+    Fop("zerofill", 37, _F, RangeReq, AttrRep, modifies=True),
+    Fop("seek", 38, _F, SeekReq, SeekRep),
+    Fop("lk", 39, _F, LkReq, LkRep),
+    Fop("inodelk", 40, _I, InodelkReq, Empty),
+    Fop("entrylk", 41, _E, EntrylkReq, Empty),
+    Fop("xattrop", 42, _I, XattropReq, XattropRep),
+    Fop("rchecksum", 43, _F, RchecksumReq, RchecksumRep),
+)
+
+FOPS: dict[str, Fop] = {f.name: f for f in FOP_LIST}
+BY_OPCODE: dict[int, Fop] = {f.opcode: f for f in FOP_LIST}
+
+assert len(FOPS) == len(FOP_LIST) and len(BY_OPCODE) == len(FOP_LIST), "duplicate fop"
+
+# Fops that open an fd (the reply's fd becomes an open handle) and the one that closes it.
+OPENS_FD = frozenset({"create", "open", "opendir"})
+CLOSES_FD = frozenset({"release", "releasedir"})

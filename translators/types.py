@@ -1,0 +1,183 @@
+"""Value types shared by every translator: gfids, attributes, call context, fds, errors.
+
+Everything here is plain data; nothing does I/O.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import os
+import stat as _stat
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, NewType
+
+Gfid = NewType("Gfid", bytes)  # 16 raw bytes
+
+ROOT_GFID = Gfid(b"\x00" * 15 + b"\x01")
+NULL_GFID = Gfid(b"\x00" * 16)
+
+# Internal xattrs live under this prefix on bricks; clients can neither see nor set them.
+XATTR_PREFIX = "trusted.gvol."
+XATTR_GFID = XATTR_PREFIX + "gfid"
+XATTR_VOLUME_ID = XATTR_PREFIX + "volume-id"
+XATTR_DHT = XATTR_PREFIX + "dht"
+XATTR_LINKTO = XATTR_PREFIX + "dht.linkto"
+
+# Internal callers (DHT, AFR, heal, rebalance) use negative pids, as GlusterFS does;
+# only they may touch trusted.gvol.* xattrs.
+PID_INTERNAL = -1
+
+
+def new_gfid() -> Gfid:
+    return Gfid(uuid.uuid4().bytes)
+
+
+def gfid_str(g: bytes) -> str:
+    return str(uuid.UUID(bytes=bytes(g)))
+
+
+def gfid_from_str(s: str) -> Gfid:
+    return Gfid(uuid.UUID(s).bytes)
+
+
+def gfid_to_ino(g: bytes) -> int:
+    """Stable inode number: low 64 bits of the gfid (root maps to 1)."""
+    ino = int.from_bytes(g[8:16], "big")
+    return ino or 1
+
+
+class FopError(Exception):
+    """A fop failed with an errno. The only exception translators raise on purpose."""
+
+    __slots__ = ("errno", "msg")
+
+    def __init__(self, err: int, msg: str = "") -> None:
+        self.errno = err
+        self.msg = msg
+        super().__init__(err, msg or os.strerror(err))
+
+    def __str__(self) -> str:
+        name = _errno.errorcode.get(self.errno, str(self.errno))
+        return f"{name}: {self.msg}" if self.msg else f"{name} ({os.strerror(self.errno)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Iatt:
+    """Portable stat of one object (GlusterFS's iatt). Times are integer nanoseconds."""
+
+    gfid: bytes
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    rdev: int
+    size: int
+    blocks: int
+    blksize: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @property
+    def ino(self) -> int:
+        return gfid_to_ino(self.gfid)
+
+    @property
+    def is_dir(self) -> bool:
+        return _stat.S_ISDIR(self.mode)
+
+    @property
+    def is_reg(self) -> bool:
+        return _stat.S_ISREG(self.mode)
+
+    @property
+    def is_lnk(self) -> bool:
+        return _stat.S_ISLNK(self.mode)
+
+    def to_wire(self) -> list:
+        return [self.gfid, self.mode, self.nlink, self.uid, self.gid, self.rdev, self.size,
+                self.blocks, self.blksize, self.atime_ns, self.mtime_ns, self.ctime_ns]
+
+    @classmethod
+    def from_wire(cls, v: list) -> Iatt:
+        return cls(*v)
+
+
+@dataclass(frozen=True, slots=True)
+class Dirent:
+    """One readdir entry. `off` is the cookie to resume *after* this entry.
+    `iatt` is filled by readdir with plus=True (None otherwise); `xattrs` holds what was asked."""
+
+    name: bytes
+    off: int
+    type: int  # S_IFMT bits of the entry
+    iatt: Iatt | None = None
+    xattrs: dict | None = None
+
+    def to_wire(self) -> list:
+        return [self.name, self.off, self.type,
+                None if self.iatt is None else self.iatt.to_wire(), self.xattrs]
+
+    @classmethod
+    def from_wire(cls, v: list) -> Dirent:
+        return cls(v[0], v[1], v[2], None if v[3] is None else Iatt.from_wire(v[3]), v[4])
+
+
+@dataclass(frozen=True, slots=True)
+class Statvfs:
+    bsize: int
+    frsize: int
+    blocks: int
+    bfree: int
+    bavail: int
+    files: int
+    ffree: int
+    favail: int
+    namemax: int
+    fsid: int  # identifies the underlying filesystem (bricks sharing one fs count once)
+
+    def to_wire(self) -> list:
+        return [self.bsize, self.frsize, self.blocks, self.bfree, self.bavail, self.files,
+                self.ffree, self.favail, self.namemax, self.fsid]
+
+    @classmethod
+    def from_wire(cls, v: list) -> Statvfs:
+        return cls(*v)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Who is asking: carried by every fop (GlusterFS's call stack root)."""
+
+    uid: int = 0
+    gid: int = 0
+    groups: tuple[int, ...] = ()
+    pid: int = 0
+    lk_owner: bytes = b""
+
+    @property
+    def internal(self) -> bool:
+        return self.pid < 0
+
+    def to_wire(self) -> list:
+        return [self.uid, self.gid, list(self.groups), self.pid, self.lk_owner]
+
+    @classmethod
+    def from_wire(cls, v: list) -> Call:
+        return cls(v[0], v[1], tuple(v[2]), v[3], v[4])
+
+
+ROOT_CALL = Call()
+INTERNAL_CALL = Call(pid=PID_INTERNAL)
+
+
+@dataclass(eq=False, slots=True)
+class Fd:
+    """An open file or directory as one graph sees it. Each translator keeps its own
+    per-fd state in `ctx[translator]` (the remote fd number in protocol/client, the
+    OS fd in storage/posix, the chosen subvolume in cluster/dht...)."""
+
+    gfid: bytes
+    flags: int = 0
+    is_dir: bool = False
+    ctx: dict[Any, Any] = field(default_factory=dict)
