@@ -154,6 +154,9 @@ class Call:
     groups: tuple[int, ...] = ()
     pid: int = 0
     lk_owner: bytes = b""
+    # Set by protocol/server from the connection, never taken from the wire: which client
+    # connection this call came from (locks are released when it disconnects).
+    client: str = ""
 
     @property
     def internal(self) -> bool:
