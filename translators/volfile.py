@@ -114,12 +114,12 @@ def dump(specs: list[VolumeSpec]) -> str:
     """Write specs as volfile text (the inverse of parse)."""
     out: list[str] = []
     for s in specs:
-        out.append(f"volume {s.name}")
+        out.append(f"volume {_quote(s.name)}")
         out.append(f"    type {s.type}")
         for k, v in s.options.items():
-            out.append(f"    option {k} {_quote(v)}")
+            out.append(f"    option {_quote(k)} {_quote(v)}")
         if s.subvolumes:
-            out.append("    subvolumes " + " ".join(s.subvolumes))
+            out.append("    subvolumes " + " ".join(_quote(x) for x in s.subvolumes))
         out.append("end-volume")
         out.append("")
     return "\n".join(out)

@@ -114,9 +114,30 @@ def register(type_name: str) -> Callable[[type[Translator]], type[Translator]]:
     return deco
 
 
+def _import_conventional(type_name: str) -> None:
+    """Import the module that conventionally defines `type_name` (cluster/dht ->
+    translators.cluster.dht, debug/io-stats -> translators.debug.io_stats), so that building a
+    graph does not depend on every other translator module importing cleanly."""
+    import importlib
+
+    from . import CATEGORIES
+
+    cat, _, name = type_name.partition("/")
+    if cat not in CATEGORIES or not name.replace("-", "_").isidentifier():
+        return
+    modname = f"{__package__}.{cat}.{name.replace('-', '_')}"
+    try:
+        importlib.import_module(modname)
+    except ModuleNotFoundError as e:
+        if e.name != modname:
+            raise
+
+
 def lookup_type(type_name: str) -> type[Translator]:
     if type_name not in REGISTRY:
         # translator modules register themselves on import
+        _import_conventional(type_name)
+    if type_name not in REGISTRY:
         from . import load_all
         load_all()
     try:
@@ -142,8 +163,9 @@ class Translator:
             c.parents.append(self)
         n = len(self.children)
         if n < self.min_children or (self.max_children is not None and n > self.max_children):
+            top = "N" if self.max_children is None else self.max_children
             want = (f"{self.min_children}" if self.max_children == self.min_children
-                    else f"{self.min_children}..{self.max_children if self.max_children is not None else 'N'}")
+                    else f"{self.min_children}..{top}")
             raise GraphError(f"volume {name} ({self.type_name}) takes {want} subvolumes, got {n}")
         self.raw_options = dict(options or {})
         self.opts: dict[str, Any] = self.parse_options(self.raw_options)
