@@ -93,7 +93,8 @@ class GvolNode:
         self.gvold_log = open(self.logs / "gvold.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "volmgr.daemon", "--state-dir", str(self.state),
-             "--port", str(self.port), "--listen", "127.0.0.1", "--log-dir", str(self.logs)],
+             "--port", str(self.port), "--listen", "127.0.0.1", "--log-dir", str(self.logs),
+             "--foreground"],
             env=self.env, stdout=self.gvold_log, stderr=subprocess.STDOUT, cwd=REPO)
         sock = self.state / "gvold.sock"
 
