@@ -1,0 +1,291 @@
+"""Volfile generation (GlusterFS's glusterd-volgen.c) and the `volume set` option table.
+
+Pure, synchronous code: a volume definition (the dict stored in vols/<V>/info.json) in,
+volfile text out.
+
+Brick graph, bottom-up (one per brick, served by gvol-brickd):
+
+    <V>-posix        storage/posix     directory, volume-id [, thread-count]
+    <V>-locks        features/locks
+    <brick path>     debug/io-stats    (named after the brick path, as GlusterFS does; it is the
+                                        `remote-subvolume` clients ask for)
+    <V>-server       protocol/server   listen-host, listen-port, volume-name, volume-id,
+                                       brick-path, auth.allow, auth.reject, auth.username,
+                                       auth.password
+
+Client graph, bottom-up (served to mounts by getspec):
+
+    <V>-client-<N>   protocol/client   remote-host, remote-port, remote-subvolume, volume-name,
+                                       volume-id, username, password [, ping-timeout]
+    <V>-dht          cluster/dht       subvolumes: every <V>-client-N
+    <V>              debug/io-stats    (top, named after the volume)
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from translators.volfile import VolumeSpec, build, dump
+from translators.xlator import REGISTRY, GraphError, Option
+
+from .errors import GvolError
+from .store import brick_dashed
+
+log = logging.getLogger(__name__)
+
+POSIX = "storage/posix"
+LOCKS = "features/locks"
+IO_STATS = "debug/io-stats"
+SERVER = "protocol/server"
+CLIENT = "protocol/client"
+DHT = "cluster/dht"
+
+_MODULES = {
+    POSIX: "translators.storage.posix",
+    LOCKS: "translators.features.locks",
+    IO_STATS: "translators.debug.io_stats",
+    SERVER: "translators.protocol.server",
+    CLIENT: "translators.protocol.client",
+    DHT: "translators.cluster.dht",
+}
+
+DEFAULT_LISTEN_HOST = "0.0.0.0"
+
+
+def schema_for(type_name: str) -> dict[str, Option] | None:
+    """The options schema of a translator type, or None when its module is not installed (or
+    does not import: a broken translator must not take gvold down)."""
+    if type_name not in REGISTRY:
+        mod = _MODULES.get(type_name)
+        if mod is None:
+            return None
+        try:
+            importlib.import_module(mod)
+        except Exception as e:  # ImportError, SyntaxError, anything a half-written module does
+            log.debug("cannot import %s: %s", mod, e)
+            return None
+    cls = REGISTRY.get(type_name)
+    return None if cls is None else dict(cls.options_schema)
+
+
+# ---------------------------------------------------------------- volume-set keys
+@dataclass(frozen=True)
+class VolOption:
+    """One `gvol volume set` key: which translator option it sets, and where.
+
+    scope: "brick" (brick volfiles; bricks must restart to apply), "client" (client volfile;
+    mounts pick it up when they re-fetch), "both", or "daemon" (read by gvold itself; then
+    `schema` validates the value)."""
+
+    key: str
+    xlator: str | None
+    option: str | None
+    scope: str
+    doc: str = ""
+    schema: Option | None = None
+
+
+OPTIONS: dict[str, VolOption] = {o.key: o for o in [
+    VolOption("auth.allow", SERVER, "auth.allow", "brick",
+              "addresses (globs) allowed to connect to the bricks, comma separated; default *"),
+    VolOption("auth.reject", SERVER, "auth.reject", "brick",
+              "addresses (globs) refused by the bricks, comma separated"),
+    VolOption("network.ping-timeout", CLIENT, "ping-timeout", "client",
+              "seconds without an answer before a client declares a brick down"),
+    VolOption("cluster.lookup-optimize", DHT, "lookup-optimize", "client",
+              "trust the layout: a name missing from its hashed brick does not exist"),
+    VolOption("cluster.min-free-disk", DHT, "min-free-disk", "client",
+              "avoid creating files on bricks with less free space than this"),
+    VolOption("cluster.rsync-hash-regex", DHT, "rsync-hash-regex", "client",
+              "hash temporary names (rsync's .NAME.XXXXXX) as their final name"),
+    VolOption("cluster.extra-hash-regex", DHT, "extra-hash-regex", "client",
+              "a further regex whose first group is hashed instead of the name"),
+    VolOption("diagnostics.latency-measurement", IO_STATS, "latency-measurement", "both",
+              "time every fop (client and bricks)"),
+    VolOption("diagnostics.count-fop-hits", IO_STATS, "count-fop-hits", "both",
+              "count fops (client and bricks)"),
+    VolOption("diagnostics.client-log-level", IO_STATS, "log-level", "client",
+              "log level of the client graph"),
+    VolOption("diagnostics.brick-log-level", IO_STATS, "log-level", "brick",
+              "log level of the brick graphs"),
+    VolOption("storage.thread-count", POSIX, "thread-count", "brick",
+              "threads doing disk I/O on each brick"),
+    VolOption("storage.reserve", POSIX, "reserve", "brick",
+              "space kept free on each brick (percent)"),
+    VolOption("storage.health-check-interval", POSIX, "health-check-interval", "brick",
+              "seconds between brick health checks (0 = off)"),
+    VolOption("brick.auto-restart", None, None, "daemon",
+              "gvold restarts a brick that died while the volume is started",
+              Option("bool", True)),
+]}
+
+
+def _target_option(o: VolOption) -> Option | None:
+    if o.scope == "daemon":
+        return o.schema
+    assert o.xlator is not None and o.option is not None
+    schema = schema_for(o.xlator)
+    if schema is None:
+        return None
+    return schema.get(o.option)
+
+
+def available_options() -> dict[str, VolOption]:
+    """The keys whose target translator is installed and has the option."""
+    return {k: o for k, o in OPTIONS.items() if _target_option(o) is not None}
+
+
+def validate_option(key: str, value: str) -> str:
+    """Check a `volume set` key and value against the target translator's schema; returns the
+    value to store. GvolError names the problem (and close matches of an unknown key)."""
+    o = OPTIONS.get(key)
+    if o is None:
+        close = difflib.get_close_matches(key, list(OPTIONS), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(close)}?" if close else \
+            "; see: gvol volume get VOLNAME all"
+        raise GvolError(f"unknown option {key}{hint}")
+    opt = _target_option(o)
+    if opt is None:
+        raise GvolError(f"option {key} is not available: translator {o.xlator} "
+                        f"({_MODULES.get(o.xlator or '', '?')}) has no option {o.option}")
+    name = o.option or key
+    try:
+        opt.parse(name, value)
+    except GraphError as e:
+        msg = str(e).removeprefix(f"option {name}: ")
+        raise GvolError(f"invalid value for {key}: {msg}") from None
+    return str(value)
+
+
+def option_value(vol: dict[str, Any], key: str) -> tuple[str, str]:
+    """(value, source) of a key for `volume get`: source is "set" or "default"."""
+    if key in vol.get("options", {}):
+        return str(vol["options"][key]), "set"
+    o = OPTIONS[key]
+    opt = _target_option(o)
+    default = None if opt is None else opt.default
+    return _fmt_default(default), "default"
+
+
+def _fmt_default(v: Any) -> str:
+    if v is None:
+        return "(null)"
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, (list, tuple)):
+        return ",".join(map(str, v))
+    return str(v)
+
+
+def daemon_option(vol: dict[str, Any], key: str) -> Any:
+    """The parsed value of a gvold-only option (e.g. brick.auto-restart)."""
+    o = OPTIONS[key]
+    assert o.schema is not None
+    raw = vol.get("options", {}).get(key)
+    return o.schema.default if raw is None else o.schema.parse(key, raw)
+
+
+def _set_options(vol: dict[str, Any], xlator: str, scope: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in vol.get("options", {}).items():
+        o = OPTIONS.get(key)
+        if o is None or o.xlator != xlator or o.option is None:
+            continue
+        if o.scope in (scope, "both"):
+            out[o.option] = str(value)
+    return out
+
+
+# ---------------------------------------------------------------- names
+def brick_volfile_name(vol: dict[str, Any], brick: dict[str, Any]) -> str:
+    return f"{vol['name']}.{brick['host']}.{brick_dashed(brick['path'])}.vol"
+
+
+def client_volfile_name(vol: dict[str, Any]) -> str:
+    return f"{vol['name']}.tcp-fuse.vol"
+
+
+def client_xlator_name(vol: dict[str, Any], index: int) -> str:
+    return f"{vol['name']}-client-{index}"
+
+
+def _header(vol: dict[str, Any], what: str) -> str:
+    return (f"# {what} of volume {vol['name']} ({vol['id']}), version {vol['version']}\n"
+            "# generated by gvold: do not edit, use `gvol volume set`\n\n")
+
+
+# ---------------------------------------------------------------- graphs
+def brick_specs(vol: dict[str, Any], brick: dict[str, Any]) -> list[VolumeSpec]:
+    name, path = vol["name"], brick["path"]
+    posix = VolumeSpec(f"{name}-posix", POSIX, {"directory": path, "volume-id": vol["id"]})
+    posix.options.update(_set_options(vol, POSIX, "brick"))
+    locks = VolumeSpec(f"{name}-locks", LOCKS, _set_options(vol, LOCKS, "brick"),
+                       [posix.name])
+    stats = VolumeSpec(path, IO_STATS, _set_options(vol, IO_STATS, "brick"), [locks.name])
+    server_opts = {
+        "listen-host": brick.get("listen-host", DEFAULT_LISTEN_HOST),
+        "listen-port": str(brick["port"]),
+        "volume-name": name,
+        "volume-id": vol["id"],
+        "brick-path": path,
+        "auth.allow": str(vol.get("options", {}).get("auth.allow", "*")),
+    }
+    server_opts.update(_set_options(vol, SERVER, "brick"))
+    server_opts["auth.username"] = vol["username"]
+    server_opts["auth.password"] = vol["password"]
+    server = VolumeSpec(f"{name}-server", SERVER, server_opts, [stats.name])
+    return [posix, locks, stats, server]
+
+
+def client_specs(vol: dict[str, Any]) -> list[VolumeSpec]:
+    name = vol["name"]
+    specs: list[VolumeSpec] = []
+    extra = _set_options(vol, CLIENT, "client")
+    for i, b in enumerate(vol["bricks"]):
+        opts = {
+            "remote-host": b["host"],
+            "remote-port": str(b["port"]),
+            "remote-subvolume": b["path"],
+            "volume-name": name,
+            "volume-id": vol["id"],
+            "username": vol["username"],
+            "password": vol["password"],
+        }
+        opts.update(extra)
+        specs.append(VolumeSpec(client_xlator_name(vol, i), CLIENT, opts))
+    dht = VolumeSpec(f"{name}-dht", DHT, _set_options(vol, DHT, "client"),
+                     [s.name for s in specs])
+    top = VolumeSpec(name, IO_STATS, _set_options(vol, IO_STATS, "client"), [dht.name])
+    return [*specs, dht, top]
+
+
+def brick_volfile(vol: dict[str, Any], brick: dict[str, Any]) -> str:
+    return _header(vol, f"brick {brick['host']}:{brick['path']}") + dump(brick_specs(vol, brick))
+
+
+def client_volfile(vol: dict[str, Any]) -> str:
+    return _header(vol, "client volfile") + dump(client_specs(vol))
+
+
+def generate(vol: dict[str, Any]) -> dict[str, str]:
+    """Every volfile of the volume, by file name (brick volfiles and the client volfile)."""
+    files = {brick_volfile_name(vol, b): brick_volfile(vol, b) for b in vol["bricks"]}
+    files[client_volfile_name(vol)] = client_volfile(vol)
+    return files
+
+
+def check_builds(vol: dict[str, Any], key: str = "") -> None:
+    """Build every generated graph (no I/O: constructors only) so that values a translator
+    checks in its constructor (beyond its option schema) are refused now, not when a brick or
+    a mount loads the volfile. Translators that are not installed are skipped."""
+    for text in generate(vol).values():
+        try:
+            build(text)
+        except GraphError as e:
+            msg = str(e)
+            if "unknown translator type" in msg:
+                continue
+            raise GvolError(f"invalid value for {key}: {msg}" if key else msg) from None
