@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -85,6 +86,7 @@ class GvolNode:
         self.proc: subprocess.Popen | None = None
         self.mounts: list[Path] = []
         self.brick_pids: set[int] = set()
+        self.tmp_mounts: list[Path] = []
 
     # ------------------------------------------------------------ gvold
     def start(self) -> GvolNode:
@@ -141,6 +143,9 @@ class GvolNode:
         self.stop_gvold()
         for pid in self.brick_pids | set(self._pidfile_pids()):
             kill_pid(pid, signal.SIGKILL)
+        for m in self.tmp_mounts:
+            with contextlib.suppress(OSError):
+                m.rmdir()
         if errors:
             raise errors[0]
 
@@ -198,7 +203,12 @@ class GvolNode:
     # ------------------------------------------------------------ mounts
     @contextlib.contextmanager
     def mount(self, vol: str, where: Path | None = None, *opts: str):
-        mnt = Path(where or (self.base / f"mnt-{vol}-{len(self.mounts)}"))
+        if where is None:
+            # outside pytest's 0700 tmp dirs, so that tests can act as a non-root user
+            where = Path(tempfile.mkdtemp(prefix=f"gvol-mnt-{vol}-", dir="/tmp"))
+            where.chmod(0o755)
+            self.tmp_mounts.append(where)
+        mnt = Path(where)
         mnt.mkdir(parents=True, exist_ok=True)
         self.mounts.append(mnt)
         args = ["mount", vol, str(mnt)]

@@ -284,6 +284,9 @@ def test_permissions_as_non_root_user(dist):
     os.chmod(base, 0o755)
     (base / "secret").write_text("s")
     os.chmod(base / "secret", 0o600)
+    (base / "public").write_text("p")
+    os.chmod(base / "public", 0o644)
+    assert _as_user(f"print(open({str(base / 'public')!r}).read())").stdout.split() == ["p", "OK"]
     assert _as_user(f"open({str(base / 'secret')!r}).read()").stdout.strip() == "EACCES"
     assert _as_user(f"open({str(base / 'new')!r}, 'w')").stdout.strip() == "EACCES"
     # sticky directory: a user may not remove or rename another user's file
