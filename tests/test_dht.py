@@ -202,6 +202,7 @@ def hashed_brick(bricks: list[Path], rel: str, name: bytes) -> int:
 def names_hashing_to(bricks: list[Path], rel: str, target: int, prefix: str,
                      count: int = 1) -> list[bytes]:
     lay = Layout(ranges(bricks, rel))
+    assert lay.complete, f"layout of {rel!r} on the bricks is incomplete: {lay}"
     out: list[bytes] = []
     for i in itertools.count():
         nm = f"{prefix}{i}".encode()
@@ -244,12 +245,14 @@ def entries_on_disk(bricks: list[Path], rel: str) -> dict[bytes, list[tuple[int,
     return out
 
 
-def check_dir(bricks: list[Path], rel: str) -> dict[bytes, list[tuple[int, str, bytes]]]:
+def check_dir(bricks: list[Path], rel: str,
+              subvols: list[str] | None = None) -> dict[bytes, list[tuple[int, str, bytes]]]:
     """The distribute invariants of one directory, on disk: a complete layout; every data file
     on exactly one brick, which is its hashed brick unless that holds a linkto to it; no other
     linkto files; directories on every brick with one gfid."""
     lay = Layout(ranges(bricks, rel))
     assert lay.complete, f"layout of {rel!r} incomplete: {lay}"
+    subvols = subvols or [f"v-client-{i}" for i in range(len(bricks))]
     ents = entries_on_disk(bricks, rel)
     for name, lst in ents.items():
         kinds = [k for _, k, _ in lst]
@@ -265,7 +268,7 @@ def check_dir(bricks: list[Path], rel: str) -> dict[bytes, list[tuple[int, str, 
         if di == h:
             assert not links, f"{rel}/{name!r}: needless linkto {links}"
         else:
-            assert links == [(h, f"linkto:v-client-{di}", dg)], \
+            assert links == [(h, f"linkto:{subvols[di]}", dg)], \
                 f"{rel}/{name!r}: data on {di}, hashed {h}, linktos {links}"
     return ents
 
@@ -446,6 +449,7 @@ def test_rename_to_name_hashing_elsewhere_then_fresh_client(tmp_path: Path) -> N
 
     async def main() -> None:
         async with graph(bricks) as vol:
+            await vol.dht.lookup(CALL, LookupReq(gfid=ROOT_GFID))  # lays out the root
             a = names_hashing_to(bricks, "", 0, "a")[0]
             b = names_hashing_to(bricks, "", 1, "b")[0]
             await vol.create(ROOT_GFID, a, b"payload")
@@ -616,33 +620,43 @@ def test_directory_heal_missing_copy_and_holey_layout(tmp_path: Path) -> None:
         async with graph(bricks) as vol:
             g = await vol.mkdir(ROOT_GFID, b"d", 0o711)
             g2 = await vol.mkdir(ROOT_GFID, b"e")
+            await vol.mkdir(ROOT_GFID, b"f")
+        before_d = ranges(bricks, "d")
+        before_e = ranges(bricks, "e")
         _remove_dir_copy(bricks[1], "d", g)
         os.removexattr(bricks[2] / "e", XATTR_DHT)  # a hole in e's layout
         assert not Layout(ranges(bricks, "e")).complete
+        # an overlap in f's layout: it is laid out afresh
+        os.setxattr(bricks[0] / "f", XATTR_DHT, encode(0, 0xFFFFFFFF))
         async with graph(bricks) as vol:
             it = await vol.lookup(ROOT_GFID, b"d")
             assert it.gfid == g
             assert os.getxattr(bricks[1] / "d", XATTR_GFID) == g
             assert stat.S_IMODE(os.stat(bricks[1] / "d").st_mode) == 0o711
-            assert Layout(ranges(bricks, "d")).complete
+            # the lost slices come back as they were: names stay where they hash
+            assert ranges(bricks, "d") == before_d
             await vol.lookup(ROOT_GFID, b"e")
+            assert ranges(bricks, "e") == before_e
             lay = Layout.from_xattrs([os.getxattr(b / "e", XATTR_DHT) for b in bricks])
+            assert lay.complete and lay.commit_hash != COMMIT_HASH_INVALID
+            await vol.lookup(ROOT_GFID, b"f")
+            lay = Layout.from_xattrs([os.getxattr(b / "f", XATTR_DHT) for b in bricks])
             assert lay.complete and lay.commit_hash == COMMIT_HASH_INVALID
             for i in range(30):  # files can be made everywhere in both
                 await vol.create(g, f"f{i}".encode())
                 await vol.create(g2, f"f{i}".encode())
             check_dir(bricks, "d")
             check_dir(bricks, "e")
+            check_dir(bricks, "f")
         # a create into a directory whose copy vanished on the hashed brick heals it too
         nm = names_hashing_to(bricks, "d", 2, "late")[0]
         async with graph(bricks) as vol:
             await vol.lookup(ROOT_GFID, b"d")  # cached now
-            for f in os.listdir(bricks[2] / "d"):
-                fg = os.getxattr(bricks[2] / "d" / f, XATTR_GFID)
-                os.unlink(bricks[2] / "d" / f)
-                h = fg.hex()
-                os.unlink(bricks[2] / ".gvol" / "handles" / h[:2] / h[2:4] / gfid_str(fg))
-            _remove_dir_copy(bricks[2], "d", g)
+            # brick 2 loses its copy behind dht's back (through that brick's own posix)
+            posix2 = vol.dht.children[2]
+            for f in os.listdir(os.fsencode(bricks[2] / "d")):
+                await posix2.unlink(CALL, EntryReq(g, f))
+            await posix2.rmdir(CALL, EntryReq(ROOT_GFID, b"d"))
             await vol.create(g, nm, b"ok")
             assert (bricks[2] / "d" / os.fsdecode(nm)).exists()
 
@@ -678,15 +692,19 @@ def test_file_and_directory_with_one_name_is_eio(tmp_path: Path) -> None:
 
     async def main() -> None:
         async with graph(bricks) as vol:
-            g = await vol.mkdir(ROOT_GFID, b"x")
-            _remove_dir_copy(bricks[1], "x", g)
-            # make a *file* named x on brick 1 through that brick's own posix
+            await vol.dht.lookup(CALL, LookupReq(gfid=ROOT_GFID))
+            # a directory whose name hashes to brick 0 (a lookup of a name that is a plain
+            # file on its hashed brick takes one round trip and is not cross-checked)
+            x = names_hashing_to(bricks, "", 0, "x")[0]
+            g = await vol.mkdir(ROOT_GFID, x)
+            _remove_dir_copy(bricks[1], os.fsdecode(x), g)
+            # make a *file* of that name on brick 1 through that brick's own posix
             posix1 = vol.dht.children[1]
-            await posix1.create(CALL, CreateReq(ROOT_GFID, b"x", os.O_RDWR, 0o100644,
+            await posix1.create(CALL, CreateReq(ROOT_GFID, x, os.O_RDWR, 0o100644,
                                                 new_gfid()))
         async with graph(bricks) as vol:
             with expect_errno(errno.EIO):
-                await vol.lookup(ROOT_GFID, b"x")
+                await vol.lookup(ROOT_GFID, x)
             # a gfid mismatch between directory copies is EIO too
             g2 = await vol.mkdir(ROOT_GFID, b"y")
         os.setxattr(bricks[1] / "y", XATTR_GFID, new_gfid())
@@ -802,7 +820,6 @@ def test_min_free_disk_places_elsewhere_with_linkto(tmp_path: Path) -> None:
 
     async def main() -> None:
         async with graph(bricks, fake_df={0: 2.0, 1: 40.0, 2: 60.0}) as vol:
-            await vol.lookup(ROOT_GFID, b"probe") if False else None
             with expect_errno(errno.ENOENT):
                 await vol.lookup(ROOT_GFID, b"probe")
             names = names_hashing_to(bricks, "", 0, "full", 5)
@@ -814,7 +831,7 @@ def test_min_free_disk_places_elsewhere_with_linkto(tmp_path: Path) -> None:
             other = names_hashing_to(bricks, "", 1, "fine")[0]
             await vol.create(ROOT_GFID, other, b"here")
             assert (bricks[1] / os.fsdecode(other)).read_bytes() == b"here"
-            check_dir(bricks, "")
+            check_dir(bricks, "", [c.name for c in vol.dht.children])
         async with graph(bricks) as vol:
             for nm in names:
                 assert await vol.read(ROOT_GFID, nm) == b"spilled"

@@ -231,6 +231,17 @@ def test_anomalies_detects_holes_and_overlaps(raw: list) -> None:
             assert i is not None and ranges[i][0] <= p <= ranges[i][1]
 
 
+@given(weights_st, st.integers(min_value=0, max_value=1000), st.data())
+def test_gaps_refill_a_lost_range(weights: list[int], start: int, data) -> None:
+    lay = Layout.new(weights, start % len(weights))
+    owners = [i for i, r in enumerate(lay.ranges) if r is not None]
+    lost = data.draw(st.sampled_from(owners))
+    holey = Layout([None if i == lost else r for i, r in enumerate(lay.ranges)])
+    assert holey.gaps() == [lay.ranges[lost]]
+    assert holey.with_range(lost, holey.gaps()[0]).ranges == lay.ranges
+    assert lay.gaps() == []
+
+
 def test_from_xattrs_missing_and_garbage() -> None:
     lay = Layout.new([1, 1, 1])
     vals: list = [lay.encode(0), None, b"junk"]

@@ -394,7 +394,8 @@ def test_client_killed_then_cleaned_up_and_remounted(node, tmp_path):
         kill_pid(pid, signal.SIGKILL)
     with pytest.raises(OSError) as e:
         wait_for(lambda: os.listdir(mnt) is None, 5, "dead mount to fail")
-    assert e.value.errno == errno.ENOTCONN
+    # the kernel answers for a dead FUSE server: ENOTCONN, or ECONNABORTED once it aborted
+    assert e.value.errno in (errno.ENOTCONN, errno.ECONNABORTED)
     unmount(mnt)
     assert not is_mounted(mnt)
     with node.mount("kc", mnt):
