@@ -912,3 +912,31 @@ def test_setxattr_on_directory_reaches_all_bricks(tmp_path: Path) -> None:
             await vol.dht.setxattr(CALL, SetxattrReq(d, XATTR_DHT, b"x" * 16))
 
     run(tmp_path, 2, body)
+
+
+def test_unlink_after_lookup_when_another_client_moved_the_name(tmp_path: Path) -> None:
+    """unlink trusts the lookup that preceded it (one round trip instead of two); when another
+    client renamed the file away in between, the unlink finds out and answers from a fresh
+    lookup instead of removing anything else."""
+    bricks = make_bricks(tmp_path, 2)
+
+    async def main() -> None:
+        async with graph(bricks) as a, graph(bricks) as b:
+            await a.dht.lookup(CALL, LookupReq(gfid=ROOT_GFID))
+            x = names_hashing_to(bricks, "", 0, "x")[0]
+            y = names_hashing_to(bricks, "", 1, "y")[0]
+            await a.create(ROOT_GFID, x, b"data")
+            await a.lookup(ROOT_GFID, x)  # client a now remembers where x is
+            await b.dht.rename(CALL, RenameReq(ROOT_GFID, x, ROOT_GFID, y))
+            with expect_errno(errno.ENOENT):
+                await a.dht.unlink(CALL, EntryReq(ROOT_GFID, x))
+            assert await a.read(ROOT_GFID, y) == b"data"
+            # the fast path itself: lookup then unlink removes the data file and its linkto
+            await a.lookup(ROOT_GFID, y)
+            await a.dht.unlink(CALL, EntryReq(ROOT_GFID, y))
+            for br in bricks:
+                assert not os.path.lexists(br / os.fsdecode(y))
+            with expect_errno(errno.ENOENT):
+                await b.lookup(ROOT_GFID, y)
+
+    trio.run(main)
