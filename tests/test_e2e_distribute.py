@@ -420,3 +420,26 @@ def test_mount_refusals(node, tmp_path):
     r = node.cli("mount", "stopped", str(tmp_path / "nope"), check=False)
     assert r.returncode != 0 and "nope" in r.stderr, r.stderr
     shutil.rmtree(m)
+
+
+def test_mount_t_gvol_and_umount(node, tmp_path):
+    """`mount -t gvol HOST:PORT:/VOL DIR` (what fstab does) returns once the mount is live;
+    `umount DIR` ends the client process."""
+    if not Path("/sbin/mount.gvol").exists():
+        pytest.skip("/sbin/mount.gvol is not linked (scripts/test.sh links it)")
+    node.create_volume("mt", bricks=2)
+    m = tmp_path / "mt"
+    m.mkdir()
+    node.mounts.append(m)
+    r = subprocess.run(["mount", "-t", "gvol", "-o", "_netdev,defaults",
+                        f"127.0.0.1:{node.port}:/mt", str(m)],
+                       capture_output=True, text=True, timeout=60, env=node.env)
+    assert r.returncode == 0, r.stderr
+    assert is_mounted(m)  # live when mount returned, no polling
+    (m / "hello").write_text("via mount -t gvol")
+    pids = pids_of(f"fuse.mount.*{m}")
+    assert pids
+    subprocess.run(["umount", str(m)], check=True, timeout=30)
+    assert not is_mounted(m)
+    wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in pids), 10,
+             "the client process to exit after umount")

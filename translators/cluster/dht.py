@@ -823,7 +823,8 @@ class Distribute(Translator):
             try:
                 rep = await getattr(self.children[k], fop.name)(call, req)
             except FopError as e:
-                if e.errno != errno.ESTALE:
+                # ENOTCONN: that brick died before its child-down event reached us
+                if e.errno not in (errno.ESTALE, errno.ENOTCONN):
                     raise
                 err = e
                 continue
