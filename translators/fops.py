@@ -41,6 +41,14 @@ ENTRYLK_UNLOCK = 1
 ENTRYLK_LOCK_NB = 2
 
 
+# `xdata` (GlusterFS's side channel) on the requests of modifying fops and xattrop: a flat dict
+# of str -> bytes/str/int/bool that translators use to ask a brick-side translator for extra
+# work done together with the fop, in the same round trip. None (the default) = nothing extra.
+# Keys are namespaced by the translator that consumes them and removes them before winding on;
+# see translators/features/index.py for the ones cluster/afr uses (changelog pre-op folded
+# into the fop, lock-on-create, unlock-after-post-op).
+
+
 class Kind(Enum):
     NONE = "none"
     ENTRY = "entry"  # (parent gfid, name)
@@ -67,12 +75,14 @@ class InodeReq:
 @dataclass(frozen=True, slots=True)
 class FdReq:
     fd: Fd
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class EntryReq:
     parent: bytes
     name: bytes
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +95,7 @@ class SetattrReq:
     size: int = 0
     atime_ns: int = 0
     mtime_ns: int = 0
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +108,7 @@ class FsetattrReq:
     size: int = 0
     atime_ns: int = 0
     mtime_ns: int = 0
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +126,7 @@ class MknodReq:
     gfid: bytes
     umask: int = 0
     xattrs: dict | None = None  # set atomically with creation (internal callers only)
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +137,7 @@ class MkdirReq:
     gfid: bytes
     umask: int = 0
     xattrs: dict | None = None
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +147,7 @@ class SymlinkReq:
     target: bytes
     gfid: bytes
     xattrs: dict | None = None
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +157,7 @@ class RenameReq:
     newparent: bytes
     newname: bytes
     flags: int = 0  # RENAME_NOREPLACE / RENAME_EXCHANGE
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +165,7 @@ class LinkReq:
     gfid: bytes
     newparent: bytes
     newname: bytes
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,12 +177,16 @@ class CreateReq:
     gfid: bytes
     umask: int = 0
     xattrs: dict | None = None
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class OpenReq:
+    """`prefetch` > 0: if the file is regular and at most that long, the reply carries its
+    whole content (protocol/client serves the first reads of a small file from it)."""
     gfid: bytes
     flags: int
+    prefetch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +201,7 @@ class WriteReq:
     fd: Fd
     offset: int
     data: bytes
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +227,7 @@ class SetxattrReq:
     name: str
     value: bytes
     flags: int = 0
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +236,7 @@ class FsetxattrReq:
     name: str
     value: bytes
     flags: int = 0
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,18 +255,21 @@ class FgetxattrReq:
 class RemovexattrReq:
     gfid: bytes
     name: str
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TruncateReq:
     gfid: bytes
     size: int
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class FtruncateReq:
     fd: Fd
     size: int
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +278,7 @@ class FallocateReq:
     mode: int
     offset: int
     length: int
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +286,7 @@ class RangeReq:
     fd: Fd
     offset: int
     length: int
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +333,7 @@ class XattropReq:
     gfid: bytes
     op: int
     xattrs: dict  # name -> bytes operand
+    xdata: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +377,7 @@ class CreateRep:
 @dataclass(frozen=True, slots=True)
 class OpenRep:
     fd: Fd
+    data: bytes = b""  # open with prefetch: the whole file, when it was small enough
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,7 +467,7 @@ FOP_LIST: tuple[Fop, ...] = (
     Fop("rename", 13, _E, RenameReq, Empty, modifies=True),
     Fop("link", 14, _E, LinkReq, EntryRep, modifies=True),
     Fop("create", 15, _E, CreateReq, CreateRep, modifies=True),
-    Fop("open", 16, _I, OpenReq, OpenRep),
+    Fop("open", 16, _I, OpenReq, OpenRep, rep_bulk="data"),
     Fop("read", 17, _F, ReadReq, ReadRep, rep_bulk="data"),
     Fop("write", 18, _F, WriteReq, WriteRep, modifies=True, req_bulk="data"),
     Fop("flush", 19, _F, FdReq, Empty),

@@ -1,9 +1,14 @@
 """gvol: the command line (GlusterFS's grammar: runbooks port by replacing `gluster` by `gvol`).
 
-    gvol [--server HOST[:PORT]] [--mode=script] volume create VOL HOST:/PATH... [force]
+    gvol [--server HOST[:PORT]] [--mode=script] volume create VOL [replica N [arbiter 1]]
+                                                      HOST:/PATH... [force]
     gvol volume start VOL [force] | stop VOL [force] | delete VOL
     gvol volume info [VOL|all] [--volfile] [--json] | status [VOL] [--json] | list [--json]
     gvol volume set VOL KEY VALUE | get VOL KEY|all [--json] | reset VOL [KEY|all]
+    gvol volume heal VOL [full] | heal VOL info [summary|split-brain] [--json]
+    gvol volume heal VOL statistics [--json]
+    gvol volume heal VOL split-brain {bigger-file FILE | latest-mtime FILE |
+                                      source-brick HOST:BRICK [FILE]}
     gvol mount VOL MOUNTPOINT [-o OPTS]
     gvol peer status [--json] | pool list [--json]
 
@@ -245,14 +250,25 @@ def volume_info(volname: str | None = typer.Argument(None, metavar="[VOLNAME|all
         _print(f"Volume ID: {v['id']}")
         _print(f"Status: {v['status']}")
         _print(f"Snapshot Count: {v.get('snapshot_count', 0)}")
-        _print(f"Number of Bricks: {len(v['bricks'])}")
+        _print(f"Number of Bricks: {_brick_count(v)}")
         _print(f"Transport-type: {v.get('transport', 'tcp')}")
         _print("Bricks:")
         for i, b in enumerate(v["bricks"], 1):
-            _print(f"Brick{i}: {b['name']}")
+            _print(f"Brick{i}: {b['name']}" + (" (arbiter)" if b.get("arbiter") else ""))
         _print("Options Reconfigured:")
         for k, val in v["options"].items():
             _print(f"{k}: {val}")
+
+
+def _brick_count(v: dict[str, Any]) -> str:
+    """GlusterFS's `Number of Bricks`: 6, 2 x 3 = 6, or 1 x (2 + 1) = 3."""
+    n = len(v["bricks"])
+    r = int(v.get("replica_count", 1) or 1)
+    if r <= 1:
+        return str(n)
+    if v.get("arbiter_count"):
+        return f"{n // r} x ({r - 1} + 1) = {n}"
+    return f"{n // r} x {r} = {n}"
 
 
 @volume_app.command("status")
@@ -273,10 +289,14 @@ def volume_status(volname: str | None = typer.Argument(None, metavar="[VOLNAME|a
         if i:
             _print()
         _print(f"Status of volume: {v['name']} ({v['status']})")
-        t = _table("Brick", "TCP Port", "Online", "Pid")
+        sets = any("replica_set" in b for b in v["bricks"])
+        t = _table("Brick", "TCP Port", "Online", "Pid", *(["Replica set"] if sets else []))
         for b in v["bricks"]:
+            extra = []
+            if sets:
+                extra = [f"{b['replica_set']}" + (" (arbiter)" if b.get("arbiter") else "")]
             _row(t, f"Brick {b['brick']}", b["port"], "Y" if b["online"] else "N",
-                 b["pid"] if b["pid"] is not None else "N/A")
+                 b["pid"] if b["pid"] is not None else "N/A", *extra)
         con.print(t)
 
 
@@ -318,6 +338,118 @@ def volume_get(volname: str = typer.Argument(..., metavar="VOLNAME"),
     for o in res:
         _row(t, o["key"], o["value"])
     _out().print(t)
+
+
+@volume_app.command("heal", context_settings={"ignore_unknown_options": True})
+def volume_heal(volname: str = typer.Argument(..., metavar="VOLNAME"),
+                rest: list[str] = typer.Argument(None, metavar="[full|info [summary|split-brain]"
+                                                 "|statistics|split-brain POLICY ...]"),
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """Heal a replicated volume (index crawl, or `full`), show what needs heal, resolve
+    split-brain: bigger-file FILE | latest-mtime FILE | source-brick HOST:BRICK [FILE]."""
+    rest = list(rest or [])
+    c = _ctx()
+    if not rest or rest == ["full"]:
+        full = bool(rest)
+        res = c.call("volume-heal", {"name": volname, "full": full}, mutating=True)
+        if as_json:
+            _json(res)
+        else:
+            _print(f"Launching heal operation to perform {'full' if full else 'index'} self "
+                   f"heal on volume {volname} has been successful")
+            _print(f"Use heal info commands to check status (gvol volume heal {volname} info)")
+        return
+    if rest[0] in ("info", "statistics"):
+        what = rest[0] if len(rest) == 1 else rest[1]
+        if rest[0] == "statistics" and len(rest) > 1:
+            _usage("statistics takes no argument")
+        if len(rest) > 2 or what not in ("info", "summary", "split-brain", "statistics"):
+            _usage("heal VOL info [summary|split-brain]")
+        res = c.call("volume-heal-info", {"name": volname, "what": what},
+                     timeout=LONG_TIMEOUT)
+        if as_json:
+            _json(res)
+            return
+        _print_heal_info(res, what)
+        return
+    if rest[0] == "split-brain":
+        args: dict[str, Any] = {"name": volname}
+        if len(rest) < 2:
+            _usage("split-brain needs a policy: bigger-file FILE | latest-mtime FILE | "
+                   "source-brick HOST:BRICK [FILE]")
+        args["policy"] = rest[1]
+        if rest[1] == "source-brick":
+            if len(rest) not in (3, 4):
+                _usage("split-brain source-brick HOST:BRICK [FILE]")
+            args["brick"] = rest[2]
+            args["file"] = rest[3] if len(rest) == 4 else None
+        elif rest[1] in ("bigger-file", "latest-mtime"):
+            if len(rest) != 3:
+                _usage(f"split-brain {rest[1]} FILE")
+            args["file"] = rest[2]
+        else:
+            _usage(f"unknown split-brain policy {rest[1]!r} (bigger-file, latest-mtime, "
+                   "source-brick)")
+        res = c.call("volume-heal-split-brain", args, mutating=True, timeout=LONG_TIMEOUT)
+        if as_json:
+            _json(res)
+            return
+        for r in res["resolved"]:
+            _print(f"Healed gfid:{r['gfid']}" + (f" ({', '.join(r['healed'])})"
+                                                  if r["healed"] else ""))
+        if not res["resolved"]:
+            _print("Nothing to resolve")
+        return
+    _usage(f"unknown heal command {' '.join(rest)!r}")
+
+
+def _print_heal_info(res: dict[str, Any], what: str) -> None:
+    if what == "statistics":
+        _print(f"Heal of volume {res['name']}: "
+               f"{'running (' + res['running'] + ')' if res['running'] else 'idle'}"
+               + (f", queued: {res['queued']}" if res["queued"] else ""))
+        p = res.get("progress") or {}
+        if p:
+            _print(f"In progress: {p.get('scanned', 0)} scanned, {p.get('healed', 0)} healed, "
+                   f"{p.get('split_brain', 0)} in split-brain, {p.get('failed', 0)} failed")
+        last = res.get("last") or {}
+        if last:
+            if "error" in last:
+                _print(f"Last {last['crawl']} crawl failed: {last['error']}")
+            else:
+                _print(f"Last {last['crawl']} crawl: {last['scanned']} scanned, "
+                       f"{last['healed']} healed, {last['split_brain']} in split-brain, "
+                       f"{last['failed']} failed, {last['remaining']} left")
+        return
+    for s in res["replica_sets"]:
+        if what == "split-brain":
+            ents = s["split_brain"]
+            _print(f"Replica set {s['replica_set']}:")
+            for e in ents:
+                names = f" (names: {', '.join(e['names'])})" if e.get("names") else ""
+                _print(f"<gfid:{e['gfid']}> {'/'.join(e['kinds'])}{names}")
+            _print(f"Number of entries in split-brain: {len(ents)}")
+            _print()
+            continue
+        for b in s["bricks"]:
+            _print(f"Brick {b['brick']}")
+            if what == "summary":
+                _print(f"Status: {b['status']}")
+                if b["total"] is None:
+                    _print("Total Number of entries: -")
+                else:
+                    _print(f"Total Number of entries: {b['total']}")
+                    _print(f"Number of entries in heal pending: {b['pending']}")
+                    _print(f"Number of entries in split-brain: {b['split_brain']}")
+                    _print(f"Number of entries possibly healing: {b['possibly_healing']}")
+            else:
+                for e in b["entries"] or []:
+                    tag = " - Is in split-brain" if e.get("split_brain") else \
+                        (" - Possibly undergoing heal" if e.get("dirty_only") else "")
+                    _print(f"<gfid:{e['gfid']}>{tag}")
+                _print(f"Status: {b['status']}")
+                _print(f"Number of entries: {'-' if b['count'] is None else b['count']}")
+            _print()
 
 
 # ---------------------------------------------------------------- mount

@@ -50,6 +50,7 @@ from translators.types import XATTR_VOLUME_ID
 from . import bricks as B
 from . import volgen
 from .errors import GvolError, ProtocolError
+from .heal import HealDaemon
 from .mgmt_client import DEFAULT_PORT, PROTO_VERSION, decode_body, encode_frame, frame_length
 from .store import Store, brick_dashed
 
@@ -148,6 +149,46 @@ def local_host_check(host: str) -> None:
     raise GvolError(f"host {host} is not in the pool (run gvol peer probe {host})")
 
 
+def _replica_args(args: dict[str, Any]) -> tuple[int, int]:
+    """(replica count, arbiter count) of `volume create` (1, 0 for a distribute volume).
+    `replica 2 arbiter 1` means what it means in GlusterFS: two data bricks and an arbiter."""
+    r, a = args.get("replica"), args.get("arbiter")
+    if r is None:
+        if a:
+            raise GvolError("arbiter needs a replica count: replica 3 arbiter 1")
+        return 1, 0
+    if not isinstance(r, int) or isinstance(r, bool) or r < 2:
+        raise GvolError(f"replica count must be 2 or more, got {r!r}")
+    if r > 31:
+        raise GvolError("replica count must be at most 31")
+    if a is None or a == 0:
+        return r, 0
+    if a != 1:
+        raise GvolError(f"arbiter count must be 1, got {a!r}")
+    if r == 2:
+        r = 3
+    if r != 3:
+        raise GvolError("an arbiter needs replica 3 (two data bricks and the arbiter)")
+    return r, 1
+
+
+def _check_sets(parsed: list[tuple[str, str]], replica: int, force: bool) -> None:
+    n = len(parsed)
+    if n % replica:
+        raise GvolError(f"number of bricks ({n}) is not a multiple of the replica count "
+                        f"({replica}): consecutive bricks form the replica sets")
+    if force:
+        return
+    for k in range(n // replica):
+        hosts = [h for h, _p in parsed[k * replica:(k + 1) * replica]]
+        dup = sorted({h for h in hosts if hosts.count(h) > 1})
+        if dup:
+            raise GvolError(
+                f"replica set {k + 1} has several bricks on {', '.join(dup)}: if that server "
+                "fails, the set loses more than one copy. Put the bricks of a set on different "
+                "servers, or add 'force' at the end of the command to accept it")
+
+
 def volume_id_on(path: str) -> tuple[str, bytes] | None:
     """(directory, value) of the nearest trusted.gvol.volume-id on `path` or an ancestor."""
     p = Path(path)
@@ -220,6 +261,12 @@ class Gvold:
             "volume-set": (self.cmd_set, True),
             "volume-reset": (self.cmd_reset, True),
         }
+        self.heal = HealDaemon(self)
+        self.commands.update({
+            "volume-heal": (self.heal.cmd_heal, True),
+            "volume-heal-info": (self.heal.cmd_info, False),
+            "volume-heal-split-brain": (self.heal.cmd_split_brain, True),
+        })
 
     def _default_log_dir(self) -> Path:
         d = Path(DEFAULT_LOG_DIR)
@@ -386,6 +433,8 @@ class Gvold:
             with trio.CancelScope(shield=True):
                 await self.stop_bricks([bp for bp, _o, _b in started])
             raise GvolError(errors[0])
+        if started:
+            self.heal.brick_started(vol["name"])  # replicated: what it missed heals now
 
     async def stop_bricks(self, procs: list[B.BrickProc]) -> None:
         """SIGTERM, wait up to the grace period, SIGKILL, wait; in parallel for all."""
@@ -475,13 +524,17 @@ class Gvold:
                 "version": vol["version"], "volume-id": vol["id"]}
 
     def public(self, vol: dict[str, Any]) -> dict[str, Any]:
+        r = volgen.replica_count(vol)
         return {
             "name": vol["name"], "id": vol["id"], "type": vol["type"], "status": vol["status"],
             "version": vol["version"], "transport": vol.get("transport", "tcp"),
             "snapshot_count": 0, "created": vol.get("created"),
+            "replica_count": r, "arbiter_count": int(vol.get("arbiter", 0) or 0),
             "bricks": [{"name": f"{b['host']}:{b['path']}", "host": b["host"],
                         "path": b["path"], "port": b["port"],
-                        "id": volgen.client_xlator_name(vol, i)}
+                        "id": volgen.client_xlator_name(vol, i),
+                        **({"replica_set": i // r, "arbiter": volgen.is_arbiter(vol, i)}
+                           if r > 1 else {})}
                        for i, b in enumerate(vol["bricks"])],
             "options": dict(vol.get("options", {})),
         }
@@ -518,9 +571,14 @@ class Gvold:
                 if bp.alive():
                     pid = bp.pid
                     online = B.port_listening(b["port"])
-            rows.append({"brick": f"{b['host']}:{b['path']}", "host": b["host"],
-                         "path": b["path"], "port": b["port"], "pid": pid,
-                         "online": online})
+            row = {"brick": f"{b['host']}:{b['path']}", "host": b["host"],
+                   "path": b["path"], "port": b["port"], "pid": pid, "online": online}
+            r = volgen.replica_count(vol)
+            if r > 1:
+                i = len(rows)
+                row["replica_set"] = i // r
+                row["arbiter"] = volgen.is_arbiter(vol, i)
+            rows.append(row)
         return {"name": vol["name"], "id": vol["id"], "status": vol["status"],
                 "bricks": rows}
 
@@ -553,11 +611,10 @@ class Gvold:
         name = check_volname(args.get("name"))
         if name in self.vols:
             raise GvolError(f"volume {name} already exists")
-        for k in ("replica", "arbiter", "disperse", "disperse-data", "redundancy"):
+        for k in ("disperse", "disperse-data", "redundancy"):
             if args.get(k):
-                raise GvolError(f"{k} volumes are not supported yet"
-                                if k != "replica" and k != "arbiter"
-                                else "replicated volumes are not supported yet")
+                raise GvolError(f"{k} volumes are not supported yet")
+        replica, arbiter = _replica_args(args)
         transport = args.get("transport") or "tcp"
         if transport != "tcp":
             raise GvolError(f"transport {transport} is not supported (only tcp)")
@@ -565,6 +622,8 @@ class Gvold:
         if not isinstance(specs, list) or not specs:
             raise GvolError("a volume needs at least one brick (HOST:/path)")
         parsed = [parse_brick(s) for s in specs]
+        if replica > 1:
+            _check_sets(parsed, replica, bool(args.get("force")))
         for host, _p in parsed:
             await trio.to_thread.run_sync(local_host_check, host)
         real: list[str] = []
@@ -616,8 +675,12 @@ class Gvold:
         except OSError as e:
             raise GvolError(str(e)) from None
         vid = uuid.uuid4()
+        vtype = "Distribute"
+        if replica > 1:
+            vtype = "Replicate" if len(parsed) == replica else "Distributed-Replicate"
         vol = {
-            "name": name, "id": str(vid), "version": 0, "type": "Distribute",
+            "name": name, "id": str(vid), "version": 0, "type": vtype,
+            "replica": replica, "arbiter": arbiter,
             "status": "Created", "transport": "tcp",
             "bricks": [{"host": h, "path": p, "port": port, "node": self.store.node_uuid}
                        for (h, p), port in zip(parsed, ports)],
@@ -639,7 +702,9 @@ class Gvold:
             self.vols.pop(name, None)
             self.store.delete(name)
             raise
-        log.info("created volume %s (%s) with %d bricks", name, vid, len(parsed))
+        log.info("created volume %s (%s) with %d bricks%s", name, vid, len(parsed),
+                 f" ({len(parsed) // replica} x {replica}{' arbiter 1' if arbiter else ''})"
+                 if replica > 1 else "")
         return self.public(vol)
 
     async def cmd_start(self, args: dict[str, Any]) -> Any:
@@ -807,6 +872,7 @@ class Gvold:
         nursery.start_soon(trio.serve_listeners, partial(self.handle, trusted=True), [unix])
         nursery.start_soon(trio.serve_listeners, partial(self.handle, trusted=False), tcp)
         nursery.start_soon(self._boot_then_supervise)
+        nursery.start_soon(self.heal.run)
         log.info("gvold %s ready: unix socket %s, tcp port %d, state %s", self.store.node_uuid,
                  self.store.socket_path, self.tcp_port, self.cfg.state_dir)
         task_status.started(self.tcp_port)

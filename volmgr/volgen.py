@@ -6,7 +6,11 @@ volfile text out.
 Brick graph, bottom-up (one per brick, served by gvol-brickd):
 
     <V>-posix        storage/posix     directory, volume-id [, thread-count]
+    [<V>-arbiter     features/arbiter  replicated volumes: the last brick of each set with
+                                       `arbiter 1`: names and metadata only]
     <V>-locks        features/locks
+    [<V>-index       features/index    replicated volumes: the heal index, and the changelog
+                                       cluster/replicate folds into fops]
     <brick path>     debug/io-stats    (named after the brick path, as GlusterFS does; it is the
                                         `remote-subvolume` clients ask for)
     <V>-server       protocol/server   listen-host, listen-port, volume-name, volume-id,
@@ -17,7 +21,10 @@ Client graph, bottom-up (served to mounts by getspec):
 
     <V>-client-<N>   protocol/client   remote-host, remote-port, remote-subvolume, volume-name,
                                        volume-id, username, password [, ping-timeout]
-    <V>-dht          cluster/dht       subvolumes: every <V>-client-N
+    [<V>-replicate-<K> cluster/replicate  replicated volumes: one per replica set (consecutive
+                                       bricks), afr-pending-xattr = its clients' names,
+                                       arbiter-count, quorum and heal options]
+    <V>-dht          cluster/dht       subvolumes: every <V>-replicate-K (or <V>-client-N)
     <V>              debug/io-stats    (top, named after the volume)
 """
 from __future__ import annotations
@@ -42,6 +49,9 @@ IO_STATS = "debug/io-stats"
 SERVER = "protocol/server"
 CLIENT = "protocol/client"
 DHT = "cluster/dht"
+REPLICATE = "cluster/replicate"
+INDEX = "features/index"
+ARBITER = "features/arbiter"
 
 _MODULES = {
     POSIX: "translators.storage.posix",
@@ -50,6 +60,9 @@ _MODULES = {
     SERVER: "translators.protocol.server",
     CLIENT: "translators.protocol.client",
     DHT: "translators.cluster.dht",
+    REPLICATE: "translators.cluster.afr",
+    INDEX: "translators.features.index",
+    ARBITER: "translators.features.arbiter",
 }
 
 DEFAULT_LISTEN_HOST = "0.0.0.0"
@@ -120,6 +133,35 @@ OPTIONS: dict[str, VolOption] = {o.key: o for o in [
     VolOption("brick.auto-restart", None, None, "daemon",
               "gvold restarts a brick that died while the volume is started",
               Option("bool", True)),
+    VolOption("cluster.quorum-type", REPLICATE, "quorum-type", "client",
+              "client quorum: auto (more than half the bricks of a set, or half with the "
+              "first), fixed (cluster.quorum-count) or none; without it writes fail (EROFS)"),
+    VolOption("cluster.quorum-count", REPLICATE, "quorum-count", "client",
+              "bricks of a set that must be up with quorum-type fixed"),
+    VolOption("cluster.favorite-child-policy", REPLICATE, "favorite-child-policy", "client",
+              "resolve split-brain automatically: none, size, mtime, ctime or majority"),
+    VolOption("cluster.eager-lock", REPLICATE, "eager-lock", "client",
+              "keep a file's or directory's lock for the fops that follow"),
+    VolOption("cluster.post-op-delay-secs", REPLICATE, "post-op-delay-secs", "client",
+              "idle seconds before the delayed post-op and unlock"),
+    VolOption("cluster.data-self-heal", REPLICATE, "data-self-heal", "client",
+              "heal file data when a lookup finds a stale copy"),
+    VolOption("cluster.metadata-self-heal", REPLICATE, "metadata-self-heal", "client",
+              "heal owner, mode and xattrs when a lookup finds a stale copy"),
+    VolOption("cluster.entry-self-heal", REPLICATE, "entry-self-heal", "client",
+              "heal directory entries when a lookup finds a stale copy"),
+    VolOption("cluster.self-heal-window-size", REPLICATE, "self-heal-window-size", "client",
+              "bytes compared and copied per heal step (a number up to 1024 counts 128 KiB "
+              "blocks)"),
+    VolOption("cluster.background-self-heal-count", REPLICATE, "background-self-heal-count",
+              "client", "heals a client runs at once in the background"),
+    VolOption("cluster.read-policy", REPLICATE, "read-policy", "client",
+              "which good copy serves reads: gfid-hash (spread) or first"),
+    VolOption("cluster.self-heal-daemon", None, None, "daemon",
+              "gvold crawls the heal indices by itself (periodically and when a brick starts)",
+              Option("bool", True)),
+    VolOption("cluster.heal-timeout", None, None, "daemon",
+              "seconds between two automatic index crawls", Option("int", 600, min=5)),
 ]}
 
 
@@ -218,13 +260,35 @@ def _header(vol: dict[str, Any], what: str) -> str:
 
 
 # ---------------------------------------------------------------- graphs
+def replica_count(vol: dict[str, Any]) -> int:
+    return int(vol.get("replica", 1) or 1)
+
+
+def is_arbiter(vol: dict[str, Any], index: int) -> bool:
+    """Is brick number `index` an arbiter (the last of its set with `arbiter 1`)?"""
+    r = replica_count(vol)
+    return bool(vol.get("arbiter")) and r > 1 and index % r == r - 1
+
+
 def brick_specs(vol: dict[str, Any], brick: dict[str, Any]) -> list[VolumeSpec]:
     name, path = vol["name"], brick["path"]
     posix = VolumeSpec(f"{name}-posix", POSIX, {"directory": path, "volume-id": vol["id"]})
     posix.options.update(_set_options(vol, POSIX, "brick"))
-    locks = VolumeSpec(f"{name}-locks", LOCKS, _set_options(vol, LOCKS, "brick"),
-                       [posix.name])
-    stats = VolumeSpec(path, IO_STATS, _set_options(vol, IO_STATS, "brick"), [locks.name])
+    specs = [posix]
+    below = posix.name
+    replicated = replica_count(vol) > 1
+    if replicated and is_arbiter(vol, vol["bricks"].index(brick)):
+        arb = VolumeSpec(f"{name}-arbiter", ARBITER, {}, [below])
+        specs.append(arb)
+        below = arb.name
+    locks = VolumeSpec(f"{name}-locks", LOCKS, _set_options(vol, LOCKS, "brick"), [below])
+    specs.append(locks)
+    below = locks.name
+    if replicated:
+        index = VolumeSpec(f"{name}-index", INDEX, {}, [below])
+        specs.append(index)
+        below = index.name
+    stats = VolumeSpec(path, IO_STATS, _set_options(vol, IO_STATS, "brick"), [below])
     server_opts = {
         "listen-host": brick.get("listen-host", DEFAULT_LISTEN_HOST),
         "listen-port": str(brick["port"]),
@@ -237,7 +301,7 @@ def brick_specs(vol: dict[str, Any], brick: dict[str, Any]) -> list[VolumeSpec]:
     server_opts["auth.username"] = vol["username"]
     server_opts["auth.password"] = vol["password"]
     server = VolumeSpec(f"{name}-server", SERVER, server_opts, [stats.name])
-    return [posix, locks, stats, server]
+    return [*specs, stats, server]
 
 
 def client_specs(vol: dict[str, Any]) -> list[VolumeSpec]:
@@ -256,8 +320,21 @@ def client_specs(vol: dict[str, Any]) -> list[VolumeSpec]:
         }
         opts.update(extra)
         specs.append(VolumeSpec(client_xlator_name(vol, i), CLIENT, opts))
-    dht = VolumeSpec(f"{name}-dht", DHT, _set_options(vol, DHT, "client"),
-                     [s.name for s in specs])
+    subvols = [s.name for s in specs]
+    r = replica_count(vol)
+    if r > 1:
+        afr_opts = _set_options(vol, REPLICATE, "client")
+        sets = []
+        for k in range(len(specs) // r):
+            members = [s.name for s in specs[k * r:(k + 1) * r]]
+            o = {"afr-pending-xattr": ",".join(members)}
+            if vol.get("arbiter"):
+                o["arbiter-count"] = "1"
+            o.update(afr_opts)
+            sets.append(VolumeSpec(f"{name}-replicate-{k}", REPLICATE, o, members))
+        specs.extend(sets)
+        subvols = [s.name for s in sets]
+    dht = VolumeSpec(f"{name}-dht", DHT, _set_options(vol, DHT, "client"), subvols)
     top = VolumeSpec(name, IO_STATS, _set_options(vol, IO_STATS, "client"), [dht.name])
     return [*specs, dht, top]
 
