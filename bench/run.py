@@ -29,7 +29,7 @@ from dataclasses import dataclass
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from procs import BenchError, drop_caches, log, run
-from systems import Gluster, Gvol, System
+from systems import LAYOUTS, Gluster, Gvol, System
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOAD = os.path.join(HERE, "workload.py")
@@ -226,6 +226,8 @@ def print_table(summary: dict[str, dict[str, float]], errors: dict[str, str], ti
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="gvol vs GlusterFS benchmark (two-brick distribute)")
     p.add_argument("--only", choices=["gluster", "gvol"])
+    p.add_argument("--layout", choices=list(LAYOUTS), default="distribute",
+                   help="distribute: 2 bricks (default); replica3: replica 3 on 3 bricks")
     p.add_argument("--quick", action="store_true", help="small sizes, one repetition (smoke run)")
     p.add_argument("--json", metavar="FILE", help="write all samples and settings as JSON")
     p.add_argument("--repeat", type=int, help="repetitions per workload, median reported "
@@ -257,9 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     os.chmod(root, 0o755)
     systems: list[System] = []
     if a.only in (None, "gluster"):
-        systems.append(Gluster(root, host))
+        systems.append(Gluster(root, host, a.layout))
     if a.only in (None, "gvol"):
-        systems.append(Gvol(root, host))
+        systems.append(Gvol(root, host, a.layout))
 
     # SIGTERM/SIGHUP clean up like Ctrl-C does
     def on_signal(signum, _frame):
@@ -324,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     if bench is None:
         return 1
     summary = bench.summary()
-    title = (f"gvol vs GlusterFS, 2-brick distribute on {host} "
+    shape = "replica 3" if a.layout == "replica3" else "2-brick distribute"
+    title = (f"gvol vs GlusterFS, {shape} on {host} "
              f"({os.cpu_count()} CPUs){' — quick' if a.quick else ''}; median of {a.repeat}")
     print_table(summary, errors, title)
     if not bench.drops_ok:

@@ -33,6 +33,19 @@ REPO = Path(__file__).resolve().parent.parent
 APT_ENV = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
 
 
+LAYOUTS = ("distribute", "replica3")
+
+
+def brick_dirs(root: str, layout: str) -> list[str]:
+    """Two bricks for a plain distributed volume, three for replica 3."""
+    n = 3 if layout == "replica3" else 2
+    return [os.path.join(root, f"b{i + 1}") for i in range(n)]
+
+
+def layout_args(layout: str) -> list[str]:
+    return ["replica", "3"] if layout == "replica3" else []
+
+
 class System:
     key = ""  # "gluster" | "gvol"
     title = ""
@@ -83,10 +96,11 @@ class Gluster(System):
     title = "GlusterFS"
     VOL = "benchgl"
 
-    def __init__(self, root: str, host: str):
+    def __init__(self, root: str, host: str, layout: str = "distribute"):
         self.root = os.path.join(root, "gluster")
         self.host = host
-        self.bricks = [os.path.join(self.root, "b1"), os.path.join(self.root, "b2")]
+        self.layout = layout
+        self.bricks = brick_dirs(self.root, layout)
         self.mnt = os.path.join(self.root, "mnt")
         self.pidfile = os.path.join(self.root, "glusterd.pid")
         self.started_glusterd: list[int] = []
@@ -135,7 +149,7 @@ class Gluster(System):
             log(f"a volume {self.VOL} is left from an earlier run; removing it")
             self.gluster("volume", "stop", self.VOL, "force", check=False)
             self.gluster("volume", "delete", self.VOL, check=False)
-        self.gluster("volume", "create", self.VOL,
+        self.gluster("volume", "create", self.VOL, *layout_args(self.layout),
                      *[f"{self.host}:{b}" for b in self.bricks], "force")
         self.created = True
         self.gluster("volume", "start", self.VOL)
@@ -184,7 +198,7 @@ class Gluster(System):
 
     def info(self) -> dict:
         return {"version": self.version,
-                "volume": f"distribute, 2 bricks ({self.host}:{self.root}/b1,b2)",
+                "volume": f"{self.layout}, {len(self.bricks)} bricks ({self.host}:{self.root})",
                 "mount": f"mount -t glusterfs {self.host}:/{self.VOL}"}
 
     def logs(self) -> str:
@@ -237,11 +251,12 @@ class Gvol(System):
     title = "gvol"
     VOL = "benchgv"
 
-    def __init__(self, root: str, host: str):
+    def __init__(self, root: str, host: str, layout: str = "distribute"):
         self.root = os.path.join(root, "gvol")
         self.host = host
+        self.layout = layout
         self.state = os.path.join(self.root, "state")
-        self.bricks = [os.path.join(self.root, "b1"), os.path.join(self.root, "b2")]
+        self.bricks = brick_dirs(self.root, layout)
         self.mnt = os.path.join(self.root, "mnt")
         self.logdir = os.path.join(self.root, "logs")
         self.port = 0
@@ -287,7 +302,8 @@ class Gvol(System):
                 "127.0.0.1", self.port)
 
         wait_until(ready, timeout=60, what=f"gvold on port {self.port}")
-        self.cli("volume", "create", self.VOL, *[f"{self.host}:{b}" for b in self.bricks], "force")
+        self.cli("volume", "create", self.VOL, *layout_args(self.layout),
+                 *[f"{self.host}:{b}" for b in self.bricks], "force")
         self.created = True
         self.cli("volume", "start", self.VOL)
         self.started = True
@@ -367,7 +383,7 @@ class Gvol(System):
 
     def info(self) -> dict:
         return {"revision": self.rev,
-                "volume": f"distribute, 2 bricks ({self.host}:{self.root}/b1,b2)",
+                "volume": f"{self.layout}, {len(self.bricks)} bricks ({self.host}:{self.root})",
                 "mount": f"gvol mount {self.VOL}"}
 
     def logs(self) -> str:
