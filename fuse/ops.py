@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 NAME_MAX = 255
 _XATTR_INTERNAL = XATTR_PREFIX.encode()
 _SELINUX = b"security.selinux"
+# the kernel asks for it before every write(2) to a file (file_remove_privs: FUSE sets no
+# SB_NOSEC, and pyfuse3 cannot ask for FUSE_HANDLE_KILLPRIV_V2)
+_CAPS = b"security.capability"
+_NOCAP_MAX = 65536
 _POSIX_ACL = (b"system.posix_acl_access", b"system.posix_acl_default")
 _DOTS = (b".", b"..")
 
@@ -132,6 +136,9 @@ class GvolOperations(pyfuse3.Operations):
         self._open: dict[int, set[int]] = {}  # ino -> open file handles (for fstat)
         self._next_fh = 1
         self._calls: dict[tuple[int, int, int], tuple[float, Call]] = {}
+        # ino -> until when it is known to have no security.capability (for attr_timeout, like
+        # any attribute: a brick answered ENODATA, or this mount created the file)
+        self._nocap: dict[int, float] = {}
         self.initialized = False  # set when the kernel's INIT arrived (the mount is live)
         self.on_init = None  # optional callback run at INIT
         self.on_root_getattr = None  # optional callback run when the root's getattr is served
@@ -177,6 +184,7 @@ class GvolOperations(pyfuse3.Operations):
                 node.nlookup -= n
                 if node.nlookup <= 0:
                     del self._inodes[ino]
+                    self._nocap.pop(ino, None)
         except Exception:  # forget must not raise
             log.exception("forget failed")
 
@@ -387,6 +395,7 @@ class GvolOperations(pyfuse3.Operations):
                           new_gfid(), ctx.umask)
         rep = await self.top.create(call, req)
         entry = self._new_entry(rep.iatt)
+        self._no_caps(rep.iatt.ino)
         return self._file_info(self._add_handle(rep.fd, rep.iatt.ino, call)), entry
 
     @_boundary
@@ -521,15 +530,37 @@ class GvolOperations(pyfuse3.Operations):
             raise FopError(errno.EOPNOTSUPP, "POSIX ACLs are not enabled on this mount")
         return os.fsdecode(name)
 
+    def _no_caps(self, ino: int) -> None:
+        """`ino` has no security.capability (for one attribute timeout)."""
+        if self.opts.attr_timeout > 0:
+            if len(self._nocap) >= _NOCAP_MAX:
+                self._nocap.clear()
+            self._nocap[ino] = time.monotonic() + self.opts.attr_timeout
+
     @_boundary
     async def setxattr(self, inode, name, value, ctx):
         req = F.SetxattrReq(self._gfid(inode), self._xattr_name(name, errno.EPERM), value)
-        await self.top.setxattr(self._call(ctx), req)
+        try:
+            await self.top.setxattr(self._call(ctx), req)
+        finally:
+            if name == _CAPS:
+                self._nocap.pop(inode, None)
 
     @_boundary
     async def getxattr(self, inode, name, ctx):
+        if name == _CAPS:
+            until = self._nocap.get(inode)
+            if until is not None:
+                if until > time.monotonic():
+                    raise FopError(errno.ENODATA, "no security.capability (cached)")
+                del self._nocap[inode]
         req = F.GetxattrReq(self._gfid(inode), self._xattr_name(name, errno.ENODATA))
-        return (await self.top.getxattr(self._call(ctx), req)).value
+        try:
+            return (await self.top.getxattr(self._call(ctx), req)).value
+        except FopError as e:
+            if e.errno == errno.ENODATA and name == _CAPS:
+                self._no_caps(inode)
+            raise
 
     @_boundary
     async def listxattr(self, inode, ctx):
@@ -539,7 +570,11 @@ class GvolOperations(pyfuse3.Operations):
     @_boundary
     async def removexattr(self, inode, name, ctx):
         req = F.RemovexattrReq(self._gfid(inode), self._xattr_name(name, errno.EPERM))
-        await self.top.removexattr(self._call(ctx), req)
+        try:
+            await self.top.removexattr(self._call(ctx), req)
+        finally:
+            if name == _CAPS:
+                self._nocap.pop(inode, None)
 
 
 def _groups(pid: int) -> tuple[int, ...]:

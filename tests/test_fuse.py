@@ -253,6 +253,70 @@ def test_xattrs_internal_refused():
     run(go)
 
 
+def test_security_capability_absence_is_cached(monkeypatch):
+    """The kernel asks for security.capability before every write(2): its absence is
+    remembered for attr_timeout (a brick said ENODATA, or this mount created the file) and
+    forgotten when it is set or removed through the mount."""
+    leaf = MemLeaf()
+    asked: list[str] = []
+    real = leaf.getxattr
+
+    async def getxattr(call, req):
+        asked.append(req.name)
+        return await real(call, req)
+
+    async def removexattr(call, req):
+        leaf.objs[req.gfid]["xattrs"].pop(req.name, None)
+        return F.EMPTY
+
+    leaf.getxattr = getxattr
+    leaf.removexattr = removexattr
+    now = [1000.0]
+    monkeypatch.setattr("fuse.ops.time.monotonic", lambda: now[0])
+    ops = GvolOperations(leaf)
+    caps = b"security.capability"
+
+    async def nodata(ino):
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await ops.getxattr(ino, caps, CTX)
+        assert ei.value.errno == errno.ENODATA
+
+    async def go():
+        root = pyfuse3.ROOT_INODE
+        _, e = await ops.create(root, b"f", 0o644, os.O_RDWR, CTX)
+        ino = e.st_ino
+        await nodata(ino)  # created here: known to have none
+        assert asked == []
+        now[0] += 1.5  # past attr_timeout: asked again, then remembered
+        await nodata(ino)
+        await nodata(ino)
+        assert asked == ["security.capability"]
+        await ops.setxattr(ino, caps, b"v", CTX)
+        assert await ops.getxattr(ino, caps, CTX) == b"v"
+        await ops.getxattr(ino, caps, CTX)  # present: never cached
+        assert asked == ["security.capability"] * 3
+        await ops.removexattr(ino, caps, CTX)
+        await nodata(ino)
+        await nodata(ino)
+        assert asked == ["security.capability"] * 4
+        await nodata(root)  # the root: asked once
+        await nodata(root)
+        assert asked == ["security.capability"] * 5
+
+    run(go)
+
+    ops0 = GvolOperations(leaf, FuseOptions(attr_timeout=0))
+    asked.clear()
+
+    async def go0():
+        for _ in range(2):
+            with pytest.raises(pyfuse3.FUSEError):
+                await ops0.getxattr(pyfuse3.ROOT_INODE, caps, CTX)
+        assert len(asked) == 2  # no attribute caching, no capability caching
+
+    run(go0)
+
+
 def test_readdir_cookies_and_counts(monkeypatch):
     leaf = MemLeaf()
     ops = GvolOperations(leaf)

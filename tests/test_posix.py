@@ -922,3 +922,59 @@ async def test_mkdir_with_xattrs_and_tmp_cleanup(bdir):
         assert stat.S_IMODE(rep.iatt.mode) == stat.S_ISVTX
         assert os.getxattr(bdir / "d" / "linkto", "trusted.gvol.dht.linkto") == b"vol-client-1"
         assert os.listdir(bdir / ".gvol" / "tmp") == []
+
+
+@trio_test
+async def test_open_prefetch(bdir):
+    async with brick(bdir) as p:
+        small = await mkfile(p, ROOT_GFID, b"small", data=b"hello")
+        big = await mkfile(p, ROOT_GFID, b"big", data=b"x" * 5000)
+        empty = await mkfile(p, ROOT_GFID, b"empty")
+        d = await mkdir(p, ROOT_GFID, b"d")
+        fifo = new_gfid()
+        await p.mknod(ROOT_CALL, MknodReq(ROOT_GFID, b"fifo", stat.S_IFIFO | 0o644, 0, fifo))
+        for inline in (True, False):  # the inline attempt (cached handle) and the thread
+            p._cached = inline
+            o = await p.open(ROOT_CALL, OpenReq(small, os.O_RDONLY, 4096))
+            assert o.data == b"hello"
+            assert (await p.read(ROOT_CALL, ReadReq(o.fd, 0, 10))).data == b"hello"
+            await p.release(ROOT_CALL, FdReq(o.fd))
+            for g in (big, empty):
+                o = await p.open(ROOT_CALL, OpenReq(g, os.O_RDONLY, 4096))
+                assert o.data == b""
+                await p.release(ROOT_CALL, FdReq(o.fd))
+            o = await p.open(ROOT_CALL, OpenReq(small, os.O_RDONLY))  # not asked
+            assert o.data == b""
+            await p.release(ROOT_CALL, FdReq(o.fd))
+            await fails(errno.EISDIR, p.open(ROOT_CALL, OpenReq(d, os.O_RDONLY, 4096)))
+            await fails(errno.ESTALE, p.open(ROOT_CALL, OpenReq(new_gfid(), os.O_RDONLY, 4096)))
+            # a FIFO opened non-blocking: nothing read from it
+            o = await p.open(ROOT_CALL, OpenReq(fifo, os.O_RDONLY | os.O_NONBLOCK, 4096))
+            assert o.data == b""
+            await p.release(ROOT_CALL, FdReq(o.fd))
+
+
+@trio_test
+async def test_open_after_lookup_checks_the_name_still_holds_the_file(bdir):
+    async with brick(bdir) as p:
+        a = await mkfile(p, ROOT_GFID, b"a", data=b"A")
+        b = await mkfile(p, ROOT_GFID, b"b", data=b"B")
+        for inline in (True, False):
+            p._cached = inline
+            await p.lookup(ROOT_CALL, LookupReq(parent=ROOT_GFID, name=b"a"))
+            o = await p.open(ROOT_CALL, OpenReq(a, os.O_RDONLY, 10))  # through the name
+            assert o.data == b"A"
+            await p.release(ROOT_CALL, FdReq(o.fd))
+            # the name now holds another file: the open finds `a` by its handle
+            await p.rename(ROOT_CALL, RenameReq(ROOT_GFID, b"a", ROOT_GFID, b"a2"))
+            await p.rename(ROOT_CALL, RenameReq(ROOT_GFID, b"b", ROOT_GFID, b"a"))
+            o = await p.open(ROOT_CALL, OpenReq(a, os.O_RDONLY, 10))
+            assert o.data == b"A"
+            await p.release(ROOT_CALL, FdReq(o.fd))
+            await p.rename(ROOT_CALL, RenameReq(ROOT_GFID, b"a", ROOT_GFID, b"b"))
+            await p.rename(ROOT_CALL, RenameReq(ROOT_GFID, b"a2", ROOT_GFID, b"a"))
+            # gone altogether
+            await p.lookup(ROOT_CALL, LookupReq(parent=ROOT_GFID, name=b"b"))
+            await p.unlink(ROOT_CALL, EntryReq(ROOT_GFID, b"b"))
+            await fails(errno.ESTALE, p.open(ROOT_CALL, OpenReq(b, os.O_RDONLY)))
+            b = await mkfile(p, ROOT_GFID, b"b", data=b"B")

@@ -119,7 +119,10 @@ class MemLeaf(Translator):
     async def open(self, call: Call, req: OpenReq) -> OpenRep:
         self.calls.append(("open", call))
         self._iatt(req.gfid)
-        return OpenRep(self._new_fd(req.gfid, req.flags))
+        data = bytes(self.files[req.gfid])
+        if not (req.prefetch and len(data) <= req.prefetch):
+            data = b""
+        return OpenRep(self._new_fd(req.gfid, req.flags), data)
 
     async def opendir(self, call: Call, req: InodeReq) -> OpenRep:
         self.calls.append(("opendir", call))
@@ -424,6 +427,10 @@ def test_server_restart_enotconn_then_reconnect_and_reopen() -> None:
                 cr = await c.create(ROOT_CALL, CreateReq(ROOT_GFID, b"f", os.O_RDWR | os.O_CREAT
                                                          | os.O_TRUNC, 0o644, g))
                 await c.write(ROOT_CALL, WriteReq(cr.fd, 0, b"hello"))
+                # a POSIX lock on the file (through another fd) makes the flush a brick fop
+                # (close() drops the process's locks on the file)
+                o2 = await c.open(ROOT_CALL, OpenReq(g, os.O_RDWR))
+                await c.lk(ROOT_CALL, LkReq(o2.fd, fops.LK_SETLK, fops.F_WRLCK, 0, 0))
                 # a fop in flight when the brick goes away
                 errors: list[int] = []
 
@@ -705,3 +712,121 @@ def test_malformed_reply_payload_fails_only_that_call(caplog: pytest.LogCaptureF
     with caplog.at_level(logging.INFO):
         run(t)
     assert any("malformed readlink reply" in r.getMessage() for r in caplog.records)
+
+
+def test_flush_reaches_the_brick_only_when_it_has_locks_to_drop() -> None:
+    async def t() -> None:
+        leaf = MemLeaf()
+        leaf.hold.set()
+        async with brick(leaf) as (srv, _, _), client_of(srv.port) as (c, _):
+            g = new_gfid()
+            cr = await c.create(ROOT_CALL, CreateReq(ROOT_GFID, b"f", os.O_RDWR, 0o644, g))
+            o = await c.open(ROOT_CALL, OpenReq(g, os.O_RDONLY))
+            await c.flush(ROOT_CALL, FdReq(cr.fd))
+            await c.flush(ROOT_CALL, FdReq(o.fd))
+            await c.access(ROOT_CALL, AccessReq(ROOT_GFID, 0))  # the socket is in order
+            assert [n for n, _ in leaf.calls].count("flush") == 0
+            # xdata asks the brick for work: it goes
+            await c.flush(ROOT_CALL, FdReq(o.fd, xdata={"x": 1}))
+            assert [n for n, _ in leaf.calls].count("flush") == 1
+            # a POSIX lock on the file through any fd: every close of the file goes
+            await c.lk(ROOT_CALL, LkReq(cr.fd, fops.LK_SETLK, fops.F_WRLCK, 0, 0))
+            await c.flush(ROOT_CALL, FdReq(o.fd))
+            assert [n for n, _ in leaf.calls].count("flush") == 2
+            with pytest.raises(FopError) as ei:  # an fd of another client is still refused
+                await c.flush(ROOT_CALL, FdReq(Fd(g)))
+            assert ei.value.errno == errno.EBADF
+
+    run(t)
+
+
+def _reads(leaf: MemLeaf) -> int:
+    return [n for n, _ in leaf.calls].count("read")
+
+
+def _track_reads(leaf: MemLeaf) -> MemLeaf:
+    real = leaf.read
+
+    async def read(call: Call, req: ReadReq) -> ReadRep:
+        leaf.calls.append(("read", call))
+        return await real(call, req)
+
+    leaf.read = read  # type: ignore[method-assign]
+    return leaf
+
+
+def test_open_prefetch_answers_reads_until_this_client_changes_the_file() -> None:
+    async def t() -> None:
+        leaf = _track_reads(MemLeaf())
+        async with brick(leaf) as (srv, _, _), client_of(srv.port) as (c, _):
+            g = new_gfid()
+            cr = await c.create(ROOT_CALL, CreateReq(ROOT_GFID, b"f", os.O_RDWR, 0o644, g))
+            await c.write(ROOT_CALL, WriteReq(cr.fd, 0, b"hello world"))
+            o = await c.open(ROOT_CALL, OpenReq(g, os.O_RDONLY))
+            assert (await c.read(ROOT_CALL, ReadReq(o.fd, 0, 4096))).data == b"hello world"
+            assert (await c.read(ROOT_CALL, ReadReq(o.fd, 6, 3))).data == b"wor"
+            assert (await c.read(ROOT_CALL, ReadReq(o.fd, 100, 10))).data == b""
+            assert _reads(leaf) == 0
+            # this client writes the file through another fd: the next read goes to the brick
+            await c.write(ROOT_CALL, WriteReq(cr.fd, 0, b"HELLO"))
+            assert (await c.read(ROOT_CALL, ReadReq(o.fd, 0, 4096))).data == b"HELLO world"
+            assert _reads(leaf) == 1
+            # read-write opens and files over the limit bring nothing back
+            rw = await c.open(ROOT_CALL, OpenReq(g, os.O_RDWR))
+            await c.read(ROOT_CALL, ReadReq(rw.fd, 0, 10))
+            assert _reads(leaf) == 2
+            await c.write(ROOT_CALL, WriteReq(cr.fd, 0, bytes(65 << 10)))
+            big = await c.open(ROOT_CALL, OpenReq(g, os.O_RDONLY))
+            await c.read(ROOT_CALL, ReadReq(big.fd, 0, 10))
+            assert _reads(leaf) == 3
+            for fd in (cr.fd, o.fd, rw.fd, big.fd):
+                await c.release(ROOT_CALL, FdReq(fd))
+            assert c._prefetched == {}
+
+    run(t)
+
+
+def test_open_prefetch_is_dropped_when_a_write_races_with_the_open() -> None:
+    async def t() -> None:
+        leaf = _track_reads(MemLeaf())
+        async with brick(leaf) as (srv, _, _), client_of(srv.port) as (c, _):
+            g = new_gfid()
+            cr = await c.create(ROOT_CALL, CreateReq(ROOT_GFID, b"f", os.O_RDWR, 0o644, g))
+            await c.write(ROOT_CALL, WriteReq(cr.fd, 0, b"old"))
+            opened: list[Any] = []
+            gate = trio.Event()
+            real_open = leaf.open
+
+            async def slow_open(call: Call, req: OpenReq) -> OpenRep:
+                rep = await real_open(call, req)  # content read before the write lands
+                await gate.wait()
+                return rep
+
+            leaf.open = slow_open  # type: ignore[method-assign]
+            async with trio.open_nursery() as n:
+                async def opener() -> None:
+                    opened.append(await c.open(ROOT_CALL, OpenReq(g, os.O_RDONLY)))
+                n.start_soon(opener)
+                while not any(name == "open" for name, _ in leaf.calls):
+                    await trio.sleep(0.01)
+                await c.write(ROOT_CALL, WriteReq(cr.fd, 0, b"new"))
+                gate.set()
+            assert (await c.read(ROOT_CALL, ReadReq(opened[0].fd, 0, 10))).data == b"new"
+            assert _reads(leaf) == 1
+
+    run(t)
+
+
+def test_open_prefetch_off() -> None:
+    async def t() -> None:
+        leaf = _track_reads(MemLeaf())
+        async with brick(leaf) as (srv, _, _), \
+                client_of(srv.port, **{"open-prefetch": "0"}) as (c, _):
+            g = new_gfid()
+            cr = await c.create(ROOT_CALL, CreateReq(ROOT_GFID, b"f", os.O_RDWR, 0o644, g))
+            await c.write(ROOT_CALL, WriteReq(cr.fd, 0, b"x"))
+            o = await c.open(ROOT_CALL, OpenReq(g, os.O_RDONLY))
+            assert (await c.read(ROOT_CALL, ReadReq(o.fd, 0, 10))).data == b"x"
+            assert _reads(leaf) == 1
+
+    run(t)

@@ -13,6 +13,13 @@ Fd opened on an earlier connection re-opens it by gfid on the new one (release o
 no-op: the brick dropped it with the old connection). An Fd that held POSIX locks is not re-opened
 (the brick released its locks when the connection dropped): its fops fail with EBADF, as
 GlusterFS's strict-locks does, rather than run unlocked.
+
+Round trips saved: a flush reaches the brick only when it carries xdata or this client ever
+took a POSIX lock on the file (a brick's flush does nothing else than drop the caller's locks).
+A read-only open asks the brick for the content of a file of at most `open-prefetch` bytes
+(GlusterFS's quick-read, at open rather than at lookup); reads on that fd within a second are
+answered from it, unless this client changes the file (any modifying fop on its gfid, also one
+racing with the open) or locks it meanwhile.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ import logging
 import os
 import random
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import outcome
@@ -40,6 +48,7 @@ from ..fops import (
     InodeReq,
     Kind,
     OpenReq,
+    ReadRep,
 )
 from ..types import NULL_GFID, Call, Fd, FopError
 from ..xlator import Event, GraphError, Option, Translator, register
@@ -67,9 +76,13 @@ _OP_OPEN = FOPS["open"].opcode
 _OP_CREATE = FOPS["create"].opcode
 _OP_OPENDIR = FOPS["opendir"].opcode
 _OP_LK = FOPS["lk"].opcode
+_OP_FLUSH = FOPS["flush"].opcode
+_OP_READ = FOPS["read"].opcode
+_PREFETCH_TTL = 1.0  # seconds an open's prefetched content may answer reads (as attr-timeout)
 _OPENS = frozenset(FOPS[n].opcode for n in OPENS_FD)
 _CLOSES = frozenset(FOPS[n].opcode for n in CLOSES_FD)
 _REOPEN_DROP = os.O_CREAT | os.O_EXCL | os.O_TRUNC
+_PREFETCH_NOT = os.O_ACCMODE | os.O_DIRECT | os.O_TRUNC  # prefetch for O_RDONLY only
 _RECV_MIN = 65536
 _RECV_MAX = 4 << 20
 _FIRST_RETRY = 0.05
@@ -100,13 +113,17 @@ class _RemoteFd:
     """protocol/client's state of an Fd (`fd.ctx[client]`): the brick's fd number and the
     connection generation it is valid on."""
 
-    __slots__ = ("gen", "lock", "locked", "num")
+    __slots__ = ("data", "data_until", "gen", "lock", "locked", "num")
 
     def __init__(self, num: int, gen: int) -> None:
         self.num = num
         self.gen = gen
         self.locked = False  # held POSIX locks: not re-opened after a reconnect
         self.lock: trio.Lock | None = None  # serialises a re-open
+        # a read-only open's prefetched content of the whole (small) file, and until when
+        # it may answer reads
+        self.data: bytes | None = None
+        self.data_until = 0.0
 
     def __repr__(self) -> str:
         return f"<remote fd {self.num} gen {self.gen}>"
@@ -186,6 +203,11 @@ class Client(Translator):
         "reconnect-max-delay": Option("float", 2.0, min=0.01, doc="cap of the retry backoff"),
         "transport-type": Option("choice", "tcp", choices=("tcp",)),
         "frame-max-size": Option("size", DEFAULT_MAX_FRAME, min=65536 + HEADER_SIZE),
+        "open-prefetch": Option("size", 64 << 10, min=0, max=1 << 20,
+                                doc="a read-only open of a regular file up to this size brings "
+                                    "its content back with it, and reads within 1 s of the "
+                                    "open are answered from it (GlusterFS's quick-read); "
+                                    "0 = off"),
     }
 
     def __init__(self, *a: Any, **kw: Any) -> None:
@@ -197,6 +219,7 @@ class Client(Translator):
         self.port: int = o["remote-port"]
         self.ping_timeout: float = o["ping-timeout"]
         self.max_frame: int = o["frame-max-size"]
+        self.prefetch: int = o["open-prefetch"]
         self.client_uuid = str(uuid.uuid4())
         self._conn: _Connection | None = None
         self._gen = 0
@@ -207,6 +230,10 @@ class Client(Translator):
         self._stopped: trio.Event | None = None
         self._last_error = "not connected yet"
         self._closing = False
+        # files this client ever took a POSIX lock on (lk): only their flushes reach the brick
+        self._lk_gfids: set[bytes] = set()
+        # gfid -> open fds holding prefetched content (dropped when this client modifies it)
+        self._prefetched: dict[bytes, set[_RemoteFd]] = {}
 
     # ------------------------------------------------------------ public
     @property
@@ -246,10 +273,27 @@ class Client(Translator):
 
     # ------------------------------------------------------------ fops
     async def handle(self, fop: Fop, call: Call, req: Any) -> Any:
+        op = fop.opcode
+        if op == _OP_FLUSH and req.xdata is None and req.fd.gfid not in self._lk_gfids:
+            # a brick's flush only drops the POSIX locks of the caller's lock owner on the
+            # file (features/locks; storage/posix does nothing): no lk through this client on
+            # the file, no locks to drop, no round trip. (POSIX drops a process's locks on
+            # close of *any* fd of the file, so this is tracked per file, not per fd.)
+            if req.fd.ctx.get(self) is None:
+                raise FopError(errno.EBADF, f"{self.name}: fd was not opened through this "
+                                            "client")
+            return EMPTY
+        if op == _OP_READ:
+            rfd = req.fd.ctx.get(self)
+            if rfd is not None and rfd.data is not None:
+                if trio.current_time() < rfd.data_until:
+                    return ReadRep(rfd.data[req.offset:req.offset + req.size])
+                self._unprefetch(req.fd.gfid, rfd)
+        elif self._prefetched and (fop.modifies or op == _OP_LK):
+            self._stale(fop, req)
         conn = self._conn
         if conn is None or conn.dead:
             raise FopError(errno.ENOTCONN, self.down_message(conn))
-        op = fop.opcode
         if fop.kind is _KIND_FD:
             rfd = req.fd.ctx.get(self)
             if rfd is None:
@@ -263,6 +307,8 @@ class Client(Translator):
                 await self._reopen(call, req.fd, rfd, conn)
             if op in _CLOSES:
                 # fire and forget, but in order: the frame is on the socket before we return
+                if rfd.data is not None:
+                    self._unprefetch(req.fd.gfid, rfd)
                 rfd.gen = -1
                 try:
                     await conn.send(encode_request(fop, next(self._rids), call, req,
@@ -270,12 +316,34 @@ class Client(Translator):
                 except FopError:
                     pass  # connection gone: the brick releases it
                 return EMPTY
-        rep = await self._roundtrip(conn, fop, call, req)
+        if op == _OP_LK:
+            self._lk_gfids.add(req.fd.gfid)  # before the lock can be granted
+        token = None
+        if (op == _OP_OPEN and self.prefetch and req.flags & _PREFETCH_NOT == os.O_RDONLY
+                and req.gfid not in self._lk_gfids):
+            req = replace(req, prefetch=self.prefetch)
+            # a change of the file by this client while the open is under way removes the
+            # token (_stale): the content the open brings back may predate it
+            token = _RemoteFd(-1, -1)
+            self._prefetched.setdefault(req.gfid, set()).add(token)
+        try:
+            rep = await self._roundtrip(conn, fop, call, req)
+        finally:
+            if token is not None:
+                fresh = token in self._prefetched.get(req.gfid, ())
+                self._unprefetch(req.gfid, token)
+            elif self._prefetched and (fop.modifies or op == _OP_LK):
+                self._stale(fop, req)  # again: an open may have raced with it
         if op in _OPENS:
             fd = rep.fd
             if op == _OP_OPEN:
                 fd.gfid = req.gfid
                 fd.flags = req.flags
+                if rep.data and token is not None and fresh:
+                    rfd = fd.ctx[self]
+                    rfd.data = rep.data
+                    rfd.data_until = trio.current_time() + _PREFETCH_TTL
+                    self._prefetched.setdefault(req.gfid, set()).add(rfd)
             elif op == _OP_CREATE:
                 fd.gfid = rep.iatt.gfid
                 fd.flags = req.flags
@@ -285,6 +353,22 @@ class Client(Translator):
         elif op == _OP_LK and req.cmd in (LK_SETLK, LK_SETLKW) and req.type != F_UNLCK:
             req.fd.ctx[self].locked = True
         return rep
+
+    def _stale(self, fop: Fop, req: Any) -> None:
+        """This client changes a file (or locks it): content prefetched by opens is stale."""
+        g = req.fd.gfid if fop.kind is _KIND_FD else getattr(req, "gfid", None)
+        fds = self._prefetched.pop(g, None) if g is not None else None
+        if fds:
+            for x in fds:
+                x.data = None
+
+    def _unprefetch(self, gfid: bytes, rfd: _RemoteFd) -> None:
+        rfd.data = None
+        fds = self._prefetched.get(gfid)
+        if fds is not None:
+            fds.discard(rfd)
+            if not fds:
+                del self._prefetched[gfid]
 
     def _fd_to_wire(self, fd: Fd) -> int:
         return fd.ctx[self].num

@@ -26,7 +26,10 @@ limiter `self.limiter` (option thread-count), each fop's syscalls batched into o
 already open fd that cannot wait for the disk run inline: fstat, fgetxattr, flush, statfs
 (fstatvfs), release of a still-linked file, readdir without attributes from the directory
 snapshot, and reads that the page cache can serve entirely (preadv with RWF_NOWAIT, falling back
-to a thread).
+to a thread). open of a regular file runs inline too when its name (remembered from the lookup
+that usually precedes it, checked against the gfid xattr) or its handle is in the dentry cache,
+and the content it prefetches (OpenReq.prefetch) is in the page cache; a lookup that had to read
+the disk for a small regular file starts reading its content (POSIX_FADV_WILLNEED) for that open.
 """
 from __future__ import annotations
 
@@ -211,6 +214,25 @@ _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # flags a client may not pass through to the brick's open()
 _OPEN_STRIP = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_DIRECT | os.O_DIRECTORY | \
     getattr(os, "O_TMPFILE", 0) | os.O_PATH
+_PREFETCH_MAX = 1 << 20  # the most file content an open's reply carries
+_NAMES_MAX = 4096  # gfid -> last looked-up name, for open
+_WILLNEED_MAX = 64 << 10  # a lookup that read the disk starts reading files up to this size
+
+
+def _willneed(path: bytes, size: int) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOATIME
+                     | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 _XATTR_NS = ("user.", "trusted.", "security.", "system.posix_acl_access",
              "system.posix_acl_default")
 
@@ -528,6 +550,10 @@ class Posix(Translator):
         self.brick_name = self.opts["brick-name"] or self.path
         self.limiter = trio.CapacityLimiter(self.opts["thread-count"])
         self._dirs = _DirCache(self.opts["dir-cache-size"])
+        # file gfid -> (parent gfid, name) it was last looked up by: open tries that name (its
+        # dentry is hot after the lookup) before the handle store (cold .gvol/handles/xx/yy
+        # directories cost disk reads); the opened file's gfid xattr is checked
+        self._names: dict[bytes, tuple[bytes, bytes]] = {}
         self._xlocks: dict[bytes, list] = {}
         self._rootfd = -1
         self._hfd = -1
@@ -873,6 +899,15 @@ class Posix(Translator):
                                    "(made on the brick directly?)") from None
                 raise
             xa = self._xattrs(path, req.xattrs, call.internal) if req.xattrs else None
+            if S.S_ISREG(st.st_mode):
+                names = self._names
+                if len(names) >= _NAMES_MAX:
+                    names.clear()
+                names[g] = (req.parent, req.name)
+                if not inline and 0 < st.st_size <= _WILLNEED_MAX:
+                    # the disk was needed for the name: start reading the (small) file too, so
+                    # that an open that follows finds it cached and needs no thread hop
+                    _willneed(path, st.st_size)
             return EntryRep(_iatt(g, st), xa)
         finally:
             self._rel(pe)
@@ -1264,12 +1299,46 @@ class Posix(Translator):
 
     # ------------------------------------------------------------ open / io
     async def open(self, call: Call, req):
-        return await self._run(self._do_open, call, req)
+        return await self._fast(self._do_open, call, req)
 
-    def _do_open(self, call: Call, req) -> OpenRep:
+    def _do_open(self, call: Call, req, inline: bool = False) -> OpenRep:
         flags = req.flags & ~_OPEN_STRIP
         if flags & os.O_ACCMODE == os.O_WRONLY:
             flags = (flags & ~os.O_ACCMODE) | os.O_RDWR  # the writeback cache reads too
+        if not flags & os.O_TRUNC:  # (a truncate must not hit another file first)
+            got = self._open_by_name(req.gfid, flags, inline)
+            if got is not None:
+                fd, st = got
+                try:
+                    data = self._prefetch(fd, st, req.prefetch, inline) if req.prefetch else b""
+                except BaseException:
+                    os.close(fd)
+                    raise
+                return OpenRep(Fd(req.gfid, req.flags, False, {self: fd}), data)
+        if inline:
+            # opening a regular file whose handle is in the dentry cache needs no disk (unless
+            # it truncates): no thread hop. Anything else (a directory's handle symlink, a
+            # FIFO or device that may block on open, a handle not cached) goes to a thread.
+            if flags & os.O_TRUNC:
+                raise _WOULD_BLOCK
+            try:
+                pfd = _probe(self._hfd, _hrel(req.gfid))
+            except FileNotFoundError:
+                raise FopError(errno.ESTALE, f"open: no object with gfid {_gs(req.gfid)}") \
+                    from None
+            try:
+                st = os.fstat(pfd)
+                if not S.S_ISREG(st.st_mode):
+                    raise _WOULD_BLOCK
+                fd = os.open(b"/proc/self/fd/%d" % pfd, flags | os.O_CLOEXEC)
+            finally:
+                os.close(pfd)
+            try:
+                data = self._prefetch(fd, st, req.prefetch, True)
+            except BaseException:
+                os.close(fd)
+                raise
+            return OpenRep(Fd(req.gfid, req.flags, False, {self: fd}), data)
         try:
             fd = os.open(self._hpath + _hrel(req.gfid), flags | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as e:
@@ -1282,7 +1351,78 @@ class Posix(Translator):
                     self._rel(e2)
                     raise FopError(errno.EISDIR, "open of a directory (use opendir)") from None
             raise
-        return OpenRep(Fd(req.gfid, req.flags, False, {self: fd}))
+        data = b""
+        if req.prefetch > 0:
+            try:
+                data = self._prefetch(fd, os.fstat(fd), req.prefetch, False)
+            except BaseException:
+                os.close(fd)
+                raise
+        return OpenRep(Fd(req.gfid, req.flags, False, {self: fd}), data)
+
+    def _open_by_name(self, g: bytes, flags: int, inline: bool
+                      ) -> tuple[int, os.stat_result] | None:
+        """Open regular file `g` through the name it was last looked up by, if that name still
+        holds it: (fd, stat), else None (use the handle)."""
+        hint = self._names.get(g)
+        if hint is None:
+            return None
+        parent, name = hint
+        pe = self._root if parent == ROOT_GFID else self._dirs.get(parent)
+        if pe is None:
+            return None
+        try:
+            if inline:
+                pfd = _probe(pe.fd, name)
+            else:
+                pfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pe.fd)
+        except FileNotFoundError:
+            self._names.pop(g, None)
+            return None
+        finally:
+            self._rel(pe)
+        try:
+            st = os.fstat(pfd)
+            if not S.S_ISREG(st.st_mode):
+                self._names.pop(g, None)
+                return None
+            fd = os.open(b"/proc/self/fd/%d" % pfd, flags | os.O_CLOEXEC)
+        finally:
+            os.close(pfd)
+        try:
+            have = os.getxattr(fd, XATTR_GFID)
+        except OSError:
+            have = None
+        if have != g:  # renamed away or replaced since: the handle knows
+            os.close(fd)
+            self._names.pop(g, None)
+            return None
+        return fd, st
+
+    def _prefetch(self, fd: int, st: os.stat_result, limit: int, inline: bool) -> bytes:
+        """The whole content of a regular file of 1..`limit` bytes (open's prefetch), else
+        b"". Inline, only what the page cache holds (else _WouldBlock: redo in a thread)."""
+        limit = min(limit, _PREFETCH_MAX)
+        if not S.S_ISREG(st.st_mode) or not 0 < st.st_size <= limit:
+            return b""
+        # one byte more than the size: a file that grew meanwhile is not taken for whole
+        buf = bytearray(st.st_size + 1)
+        if inline:
+            if not self._nowait:
+                raise _WOULD_BLOCK
+            try:
+                n = os.preadv(fd, (buf,), 0, os.RWF_NOWAIT)
+            except OSError as e:  # EAGAIN: not cached
+                if e.errno == errno.EOPNOTSUPP:
+                    self._nowait = False
+                raise _WOULD_BLOCK from None
+            if n < st.st_size:  # partly cached (or truncated meanwhile: let the thread see)
+                raise _WOULD_BLOCK
+        else:
+            n = os.preadv(fd, (buf,), 0)
+        if n > st.st_size:
+            return b""
+        return bytes(memoryview(buf)[:n])
 
     async def read(self, call: Call, req):
         fd = self._osfd(req.fd)
