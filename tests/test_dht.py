@@ -940,3 +940,52 @@ def test_unlink_after_lookup_when_another_client_moved_the_name(tmp_path: Path) 
                 await b.lookup(ROOT_GFID, y)
 
     trio.run(main)
+
+
+def test_unlink_after_lookup_when_the_name_was_replaced_by_a_file_elsewhere(tmp_path: Path):
+    """Client a looked x up on brick 0; client b then replaced x by a file whose data is on
+    brick 1 (a linkto x on brick 0). a's unlink must remove b's file, data and linkto, not
+    just the linkto (which would orphan the data)."""
+    bricks = make_bricks(tmp_path, 2)
+
+    async def main() -> None:
+        async with graph(bricks) as a, graph(bricks) as b:
+            await a.dht.lookup(CALL, LookupReq(gfid=ROOT_GFID))
+            x = names_hashing_to(bricks, "", 0, "x")[0]
+            t = names_hashing_to(bricks, "", 1, "t")[0]
+            await a.create(ROOT_GFID, x, b"old")
+            await a.lookup(ROOT_GFID, x)  # a remembers: x is on brick 0
+            await b.dht.unlink(CALL, EntryReq(ROOT_GFID, x))
+            await b.create(ROOT_GFID, t, b"new")
+            await b.dht.rename(CALL, RenameReq(ROOT_GFID, t, ROOT_GFID, x))
+            assert is_linkto(bricks[0] / os.fsdecode(x))
+            await a.dht.unlink(CALL, EntryReq(ROOT_GFID, x))
+            for br in bricks:
+                assert not os.path.lexists(br / os.fsdecode(x)), br
+
+    trio.run(main)
+
+
+def test_readdirplus_then_unlink_everything(tmp_path: Path) -> None:
+    """What `rm -rf` does: list with readdirplus, unlink every name (the listing tells DHT
+    where each file is); files whose data sits away from their hashed brick lose their linkto
+    too."""
+    bricks = make_bricks(tmp_path, 3)
+
+    async def main() -> None:
+        async with graph(bricks) as vol:
+            await vol.dht.lookup(CALL, LookupReq(gfid=ROOT_GFID))
+            names = [f"f{i}".encode() for i in range(30)]
+            for nm in names:
+                await vol.create(ROOT_GFID, nm, nm)
+            for i, nm in enumerate(names[:10]):  # moved names: data stays, linkto appears
+                await vol.dht.rename(CALL, RenameReq(ROOT_GFID, nm, ROOT_GFID, b"r" + nm))
+                names[i] = b"r" + nm
+            listed = [e.name for e in await vol.listdir(ROOT_GFID)]
+            assert sorted(listed) == sorted(names)
+            for nm in listed:
+                await vol.dht.unlink(CALL, EntryReq(ROOT_GFID, nm))
+            for br in bricks:
+                assert [p for p in os.listdir(br) if p != ".gvol"] == [], br
+
+    trio.run(main)

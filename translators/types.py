@@ -23,6 +23,10 @@ XATTR_VOLUME_ID = XATTR_PREFIX + "volume-id"
 XATTR_DHT = XATTR_PREFIX + "dht"
 XATTR_LINKTO = XATTR_PREFIX + "dht.linkto"
 
+# xdata key of unlink: remove the name only if it is still this gfid (else ESTALE). DHT sends it
+# when it unlinks on the strength of an earlier lookup instead of a fresh one.
+XDATA_EXPECT_GFID = "gvol.expect-gfid"
+
 # Internal callers (DHT, AFR, heal, rebalance) use negative pids, as GlusterFS does;
 # only they may touch trusted.gvol.* xattrs.
 PID_INTERNAL = -1

@@ -87,6 +87,7 @@ from ..types import (
     XATTR_DHT,
     XATTR_LINKTO,
     XATTR_PREFIX,
+    XDATA_EXPECT_GFID,
     Call,
     Dirent,
     Fd,
@@ -114,7 +115,8 @@ DU_REFRESH = 5.0  # seconds between statfs sweeps for weights and min-free-disk
 CACHE_SIZE = 65536
 # A file name resolved by a lookup is trusted this long by the unlink that usually follows it
 # (the kernel looks a name up right before unlinking it), saving a second lookup round trip.
-# A stale answer costs nothing: the unlink on that subvolume fails with ENOENT and is redone.
+# A stale answer costs nothing: the brick refuses to unlink a name that is no longer that gfid
+# (XDATA_EXPECT_GFID), and the unlink is redone after a fresh lookup.
 RECENT_TTL = 1.0
 _RD_COST = 160  # estimated bytes of a readdirplus entry besides its name (as storage/posix)
 _GONE = (errno.ENOENT, errno.ESTALE)
@@ -234,7 +236,8 @@ class Distribute(Translator):
         self.vol_commit = DEFAULT_COMMIT_HASH
         self._dirs: _LRU = _LRU(CACHE_SIZE)  # dir gfid -> _DirInfo
         self._files: _LRU = _LRU(CACHE_SIZE)  # file gfid -> subvolume index
-        self._recent: _LRU = _LRU(4096)  # (parent, name) -> (_Found, time) of file lookups
+        # (parent, name) -> (subvolume, gfid, time) of files seen by lookup or readdirplus
+        self._recent: _LRU = _LRU(8192)
         self._inflight: dict[bytes, trio.Event] = {}
         self._du: list[Statvfs | None] = [None] * self.n
         self._du_time = -1e9
@@ -441,7 +444,8 @@ class Distribute(Translator):
         else:
             f = await self._resolve(call, req.parent, req.name, req.xattrs)
             if not f.is_dir:
-                self._recent.put((req.parent, req.name), (f, time.monotonic()))
+                self._recent.put((req.parent, req.name),
+                                 (f.idx, f.rep.iatt.gfid, time.monotonic()))
         return self._user_rep(f.rep, req.xattrs, call)
 
     async def _resolve(self, call: Call, parent: bytes, name: bytes,
@@ -965,17 +969,22 @@ class Distribute(Translator):
     # ------------------------------------------------------------ removal
     async def unlink(self, call: Call, req: EntryReq) -> Any:
         hit = self._recent.pop((req.parent, req.name), None)
-        if hit is not None and time.monotonic() - hit[1] < RECENT_TTL:
-            f = hit[0]
+        info = self._dirs.get(req.parent) if hit is not None else None
+        if info is not None and time.monotonic() - hit[2] < RECENT_TTL:
+            idx, gfid, _ = hit
+            hashed = info.layout.search(self._hash(req.name))
+            # the brick refuses if the name is now another file (ESTALE): no orphaned data
+            xd = dict(req.xdata or {})
+            xd[XDATA_EXPECT_GFID] = gfid
             try:
-                rep = await self._child(f.idx).unlink(call, req)
+                rep = await self._child(idx).unlink(call, replace(req, xdata=xd))
             except FopError as e:
                 if e.errno not in _GONE:
                     raise
-                # the name moved since that lookup: resolve it afresh below
+                # the name moved or was replaced since: resolve it afresh below
             else:
-                if f.linkto and f.hashed is not None and f.hashed != f.idx:
-                    await self._unlink_quiet(_internal(call), f.hashed, req.parent, req.name,
+                if hashed is not None and hashed != idx:
+                    await self._unlink_quiet(_internal(call), hashed, req.parent, req.name,
                                              "linkto")
                 return rep
         f = await self._resolve(call, req.parent, req.name)
@@ -1340,6 +1349,8 @@ class Distribute(Translator):
         keep_xattrs = bool(want)
         home = st.home
         eof = False
+        recent = self._recent  # an `rm -rf` unlinks what it lists: remember where files are
+        dgfid, now = req.fd.gfid, time.monotonic()
         while True:
             while j < n and st.fds[j] is None:
                 j, c = j + 1, 0
@@ -1384,6 +1395,8 @@ class Distribute(Translator):
                         xa = None
                     elif XATTR_LINKTO in xa and (XATTR_LINKTO not in want or not call.internal):
                         xa = {k: v for k, v in xa.items() if k != XATTR_LINKTO}
+                if e.type != S.S_IFDIR and e.iatt is not None:
+                    recent.put((dgfid, e.name), (j, e.iatt.gfid, now))
                 out.append(Dirent(e.name, e.off * n + j, e.type, e.iatt if plus else None, xa))
             if stopped:
                 break

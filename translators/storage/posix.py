@@ -82,6 +82,7 @@ from ..types import (
     XATTR_GFID,
     XATTR_PREFIX,
     XATTR_VOLUME_ID,
+    XDATA_EXPECT_GFID,
     Call,
     Dirent,
     Fd,
@@ -1213,6 +1214,9 @@ class Posix(Translator):
             if S.S_ISDIR(st.st_mode):
                 raise FopError(errno.EISDIR, f"unlink {req.name!r}: is a directory")
             g = self._entry_gfid(pe.fd, req.name)
+            want = req.xdata.get(XDATA_EXPECT_GFID) if req.xdata else None
+            if want is not None and g != want:
+                raise FopError(errno.ESTALE, f"unlink {req.name!r}: the name is now another file")
             os.unlink(req.name, dir_fd=pe.fd)
             if g is not None:
                 self._drop_handle_if_last(g)
