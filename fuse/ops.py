@@ -14,6 +14,7 @@ Only kernel-facing state lives here:
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import logging
@@ -139,6 +140,12 @@ class GvolOperations(pyfuse3.Operations):
         # ino -> until when it is known to have no security.capability (for attr_timeout, like
         # any attribute: a brick answered ENODATA, or this mount created the file)
         self._nocap: dict[int, float] = {}
+        # Directory attributes, as GlusterFS's md-cache keeps them: ino -> (valid until, Iatt).
+        # After an entry op in a directory the kernel drops the directory's attributes and,
+        # with default_permissions, asks for them again before the next create in it; this
+        # answers from what the mount already knows for the attribute timeout, with mtime,
+        # ctime and nlink brought forward by the entry ops this mount did there.
+        self._dattr: dict[int, tuple[float, Iatt]] = {}
         self.initialized = False  # set when the kernel's INIT arrived (the mount is live)
         self.on_init = None  # optional callback run at INIT
         self.on_root_getattr = None  # optional callback run when the root's getattr is served
@@ -185,6 +192,7 @@ class GvolOperations(pyfuse3.Operations):
                 if node.nlookup <= 0:
                     del self._inodes[ino]
                     self._nocap.pop(ino, None)
+                    self._dattr.pop(ino, None)
         except Exception:  # forget must not raise
             log.exception("forget failed")
 
@@ -206,12 +214,16 @@ class GvolOperations(pyfuse3.Operations):
         self._calls[key] = (now + 1.0, call)
         return call
 
-    def _entry(self, iatt: Iatt) -> pyfuse3.EntryAttributes:
+    def _entry(self, iatt: Iatt, attr_timeout: float | None = None) -> pyfuse3.EntryAttributes:
+        if attr_timeout is None:
+            attr_timeout = self.opts.attr_timeout
+            if iatt.is_dir and attr_timeout > 0:
+                self._dattr[iatt.ino] = (time.monotonic() + attr_timeout, iatt)
         e = pyfuse3.EntryAttributes()
         e.st_ino = iatt.ino
         e.generation = 0
         e.entry_timeout = self.opts.entry_timeout
-        e.attr_timeout = self.opts.attr_timeout
+        e.attr_timeout = attr_timeout
         e.st_mode = iatt.mode
         e.st_nlink = iatt.nlink
         e.st_uid = iatt.uid
@@ -224,6 +236,16 @@ class GvolOperations(pyfuse3.Operations):
         e.st_mtime_ns = iatt.mtime_ns
         e.st_ctime_ns = iatt.ctime_ns
         return e
+
+    def _dir_changed(self, ino: int, nlink: int = 0) -> None:
+        """This mount changed an entry in directory `ino`: move the cached mtime/ctime to now
+        (and nlink by `nlink` for a subdirectory made or removed)."""
+        hit = self._dattr.get(ino)
+        if hit is None:
+            return
+        now = time.time_ns()
+        self._dattr[ino] = (hit[0], dataclasses.replace(
+            hit[1], mtime_ns=now, ctime_ns=now, nlink=hit[1].nlink + nlink))
 
     def _new_entry(self, iatt: Iatt) -> pyfuse3.EntryAttributes:
         e = self._entry(iatt)
@@ -289,6 +311,12 @@ class GvolOperations(pyfuse3.Operations):
     async def getattr(self, inode, ctx):
         if inode == pyfuse3.ROOT_INODE and self.on_root_getattr is not None:
             self.on_root_getattr()
+        hit = self._dattr.get(inode)
+        if hit is not None:
+            left = hit[0] - time.monotonic()
+            if left > 0:
+                return self._entry(hit[1], left)
+            del self._dattr[inode]
         fhs = self._open.get(inode)
         if fhs:
             h = self._handles[next(iter(fhs))]
@@ -342,35 +370,45 @@ class GvolOperations(pyfuse3.Operations):
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
         _check_name(name)
         req = F.MknodReq(self._gfid(parent_inode), name, mode, rdev, new_gfid(), ctx.umask)
-        return self._new_entry((await self.top.mknod(self._call(ctx), req)).iatt)
+        rep = await self.top.mknod(self._call(ctx), req)
+        self._dir_changed(parent_inode)
+        return self._new_entry(rep.iatt)
 
     @_boundary
     async def mkdir(self, parent_inode, name, mode, ctx):
         _check_name(name)
         req = F.MkdirReq(self._gfid(parent_inode), name, mode, new_gfid(), ctx.umask)
-        return self._new_entry((await self.top.mkdir(self._call(ctx), req)).iatt)
+        rep = await self.top.mkdir(self._call(ctx), req)
+        self._dir_changed(parent_inode, +1)
+        return self._new_entry(rep.iatt)
 
     @_boundary
     async def symlink(self, parent_inode, name, target, ctx):
         _check_name(name)
         req = F.SymlinkReq(self._gfid(parent_inode), name, target, new_gfid())
-        return self._new_entry((await self.top.symlink(self._call(ctx), req)).iatt)
+        rep = await self.top.symlink(self._call(ctx), req)
+        self._dir_changed(parent_inode)
+        return self._new_entry(rep.iatt)
 
     @_boundary
     async def link(self, inode, new_parent_inode, new_name, ctx):
         _check_name(new_name)
         req = F.LinkReq(self._gfid(inode), self._gfid(new_parent_inode), new_name)
-        return self._new_entry((await self.top.link(self._call(ctx), req)).iatt)
+        rep = await self.top.link(self._call(ctx), req)
+        self._dir_changed(new_parent_inode)
+        return self._new_entry(rep.iatt)
 
     @_boundary
     async def unlink(self, parent_inode, name, ctx):
         _check_name(name)
         await self.top.unlink(self._call(ctx), F.EntryReq(self._gfid(parent_inode), name))
+        self._dir_changed(parent_inode)
 
     @_boundary
     async def rmdir(self, parent_inode, name, ctx):
         _check_name(name)
         await self.top.rmdir(self._call(ctx), F.EntryReq(self._gfid(parent_inode), name))
+        self._dir_changed(parent_inode, -1)
 
     @_boundary
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
@@ -379,6 +417,9 @@ class GvolOperations(pyfuse3.Operations):
         req = F.RenameReq(self._gfid(parent_inode_old), name_old,
                           self._gfid(parent_inode_new), name_new, flags)
         await self.top.rename(self._call(ctx), req)
+        # a directory moved or replaced changes link counts we cannot see from here: ask again
+        self._dattr.pop(parent_inode_old, None)
+        self._dattr.pop(parent_inode_new, None)
 
     # ------------------------------------------------------------ files
     @_boundary
@@ -394,6 +435,7 @@ class GvolOperations(pyfuse3.Operations):
         req = F.CreateReq(self._gfid(parent_inode), name, self._open_flags(flags), mode,
                           new_gfid(), ctx.umask)
         rep = await self.top.create(call, req)
+        self._dir_changed(parent_inode)
         entry = self._new_entry(rep.iatt)
         self._no_caps(rep.iatt.ino)
         return self._file_info(self._add_handle(rep.fd, rep.iatt.ino, call)), entry

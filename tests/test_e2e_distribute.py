@@ -493,3 +493,25 @@ def test_brick_vanishes_mid_write(node):
             assert set(f.read(int(written) << 20)) == {ord("x")}
         for i in range(20):
             assert (mnt / f"other{i}").read_text() == f"other {i}"
+
+
+def test_directory_attributes_follow_this_mounts_changes(dist):
+    """The mount answers a directory's attributes from its cache for the attribute timeout;
+    entry ops done through it must still show in mtime, ctime and nlink at once."""
+    mnt, _ = dist
+    d = mnt / "dattr"
+    d.mkdir()
+    st0 = os.stat(d)
+    time.sleep(0.02)
+    (d / "f").write_text("x")
+    st1 = os.stat(d)
+    assert st1.st_mtime_ns > st0.st_mtime_ns and st1.st_ctime_ns > st0.st_ctime_ns
+    (d / "sub").mkdir()
+    assert os.stat(d).st_nlink == st0.st_nlink + 1
+    os.rmdir(d / "sub")
+    assert os.stat(d).st_nlink == st0.st_nlink
+    os.unlink(d / "f")
+    # and once the cache has expired the bricks say the same
+    time.sleep(1.2)
+    st = os.stat(d)
+    assert st.st_nlink == st0.st_nlink and st.st_mtime_ns >= st1.st_mtime_ns
