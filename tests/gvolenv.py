@@ -174,13 +174,18 @@ class GvolNode:
         return self.bricks / f"{vol}-b{i}"
 
     def create_volume(self, vol: str, bricks: int = 2, start: bool = True,
-                      options: dict[str, str] | None = None) -> list[Path]:
+                      options: dict[str, str] | None = None, replica: int = 1,
+                      arbiter: int = 0) -> list[Path]:
+        """gvol volume create [replica N [arbiter 1]] BRICKS... force, the options, start."""
         dirs = []
         for i in range(bricks):
             d = self.brick_dir(vol, i)
             d.mkdir(parents=True, exist_ok=True)
             dirs.append(d)
-        self.cli("volume", "create", vol, *[f"127.0.0.1:{d}" for d in dirs], "force")
+        layout = [] if replica <= 1 else ["replica", str(replica)]
+        if arbiter:
+            layout += ["arbiter", str(arbiter)]
+        self.cli("volume", "create", vol, *layout, *[f"127.0.0.1:{d}" for d in dirs], "force")
         for k, v in (options or {}).items():
             self.cli("volume", "set", vol, k, v)
         if start:
@@ -199,6 +204,31 @@ class GvolNode:
                 for b in self.status(name):
                     if b.get("pid"):
                         self.brick_pids.add(int(b["pid"]))
+
+    def brick_pid(self, vol: str, path: Path | str) -> int | None:
+        b = next(b for b in self.status(vol) if b["path"] == str(path))
+        return int(b["pid"]) if b.get("pid") and b.get("online") else None
+
+    def kill_brick(self, vol: str, path: Path | str) -> int:
+        """SIGKILL one brick (pid from `volume status --json`); returns once status says it is
+        offline. Use `brick.auto-restart off` where it must stay down."""
+        pid = self.brick_pid(vol, path)
+        assert pid, f"brick {path} of {vol} is not online"
+        kill_pid(pid, signal.SIGKILL)
+        wait_for(lambda: not Path(f"/proc/{pid}").exists() or
+                 Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", 30,
+                 f"brick pid {pid} to die")
+        wait_for(lambda: not next(b for b in self.status(vol)
+                                  if b["path"] == str(path))["online"] or
+                 self.brick_pid(vol, path) != pid, 30, f"brick {path} to show offline")
+        return pid
+
+    def start_force(self, vol: str) -> None:
+        """`gvol volume start VOL force`, then wait until every brick is online."""
+        self.cli("volume", "start", vol, "force")
+        wait_for(lambda: all(b["online"] for b in self.status(vol)), 60,
+                 f"every brick of {vol} online")
+        self.collect_brick_pids()
 
     # ------------------------------------------------------------ mounts
     @contextlib.contextmanager

@@ -17,15 +17,25 @@ from translators.cluster.afr_heal import index_entries
 from translators.cluster.dht import Distribute
 from translators.fops import (
     CreateReq,
+    EntryReq,
     FdReq,
     InodeReq,
     LookupReq,
     OpenReq,
+    ReaddirReq,
     ReadReq,
     WriteReq,
     XattropReq,
 )
-from translators.types import ROOT_CALL, ROOT_GFID, Call, FopError, gfid_str, new_gfid
+from translators.types import (
+    ROOT_CALL,
+    ROOT_GFID,
+    XDATA_EXPECT_GFID,
+    Call,
+    FopError,
+    gfid_str,
+    new_gfid,
+)
 from translators.volfile import build
 from translators.xlator import GraphError
 
@@ -368,6 +378,83 @@ def test_two_clients_writing_one_file_stay_consistent(tmp_path: Path) -> None:
             await b.settle()
             same(r)
             clean(r)
+            n.cancel_scope.cancel()
+    run(t)
+
+
+def test_client_does_not_read_a_returned_brick_it_knew_as_good(tmp_path: Path) -> None:
+    """Client A knew every copy as good; a brick goes away, client B changes the file and
+    the directory, the brick returns: A's reads (on an fd opened before, and the directory
+    listing) come from the good copies, not the returned brick that missed the changes."""
+    async def t() -> None:
+        r = Replica(tmp_path)
+        a = r.client(**{"read-policy": "first", "background-self-heal-count": "0"})
+        b = r.client(**{"background-self-heal-count": "0"})
+        async with trio.open_nursery() as n:
+            await r.start(n)
+            await FS(b).create("/f", b"old")
+            await b.settle()
+            g = await FS(a).gfid("/f")
+            fd = (await a.open(ROOT_CALL, OpenReq(g, os.O_RDONLY))).fd
+            assert (await a.read(ROOT_CALL, ReadReq(fd, 0, 100))).data == b"old"
+            dfd = (await a.opendir(ROOT_CALL, InodeReq(ROOT_GFID))).fd
+            for afr in (a, b):
+                await r.links(afr)[0].cut()
+            await FS(b).write("/f", 0, b"new")
+            await FS(b).create("/g", b"made while brick 0 was away")
+            await b.settle()
+            for afr in (a, b):
+                await r.links(afr)[0].restore()
+            assert (await a.read(ROOT_CALL, ReadReq(fd, 0, 100))).data == b"new"
+            ents = (await a.readdir(ROOT_CALL, ReaddirReq(dfd, 0, 4096))).entries
+            assert b"g" in {e.name for e in ents}
+            await a.release(ROOT_CALL, FdReq(fd))
+            await a.releasedir(ROOT_CALL, FdReq(dfd))
+            n.cancel_scope.cancel()
+    run(t)
+
+
+def test_readdirplus_attributes_never_come_from_a_stale_copy(tmp_path: Path) -> None:
+    """The brick serving a listing may hold an entry's stale copy (its data heal pending): the
+    attributes readdirplus returns for it are a good copy's (the kernel caches the size)."""
+    async def t() -> None:
+        r = Replica(tmp_path)
+        a = r.client(**{"read-policy": "first", "background-self-heal-count": "0"})
+        async with trio.open_nursery() as n:
+            await r.start(n)
+            await FS(a).create("/f", b"old")
+            await a.settle()
+            await r.links(a)[0].cut()
+            await FS(a).write("/f", 0, b"the new, longer content")
+            await a.settle()
+            await r.links(a)[0].restore()
+            dfd = (await a.opendir(ROOT_CALL, InodeReq(ROOT_GFID))).fd
+            ents = (await a.readdir(ROOT_CALL, ReaddirReq(dfd, 0, 65536, plus=True))).entries
+            f = next(e for e in ents if e.name == b"f")
+            assert f.iatt is None or f.iatt.size == len(b"the new, longer content")
+            await a.releasedir(ROOT_CALL, FdReq(dfd))
+            n.cancel_scope.cancel()
+    run(t)
+
+
+def test_callers_xdata_reaches_the_bricks(tmp_path: Path) -> None:
+    """dht's expected gfid (xdata of unlink) travels with afr's own changelog keys: a name
+    that is now another file is not removed."""
+    async def t() -> None:
+        r = Replica(tmp_path)
+        a = r.client()
+        async with trio.open_nursery() as n:
+            await r.start(n)
+            g = await FS(a).create("/f", b"x")
+            with pytest.raises(FopError) as ei:
+                await a.unlink(ROOT_CALL, EntryReq(ROOT_GFID, b"f",
+                                                   xdata={XDATA_EXPECT_GFID: new_gfid()}))
+            assert ei.value.errno == errno.ESTALE
+            assert await FS(a).gfid("/f") == g
+            await a.unlink(ROOT_CALL, EntryReq(ROOT_GFID, b"f", xdata={XDATA_EXPECT_GFID: g}))
+            await a.settle()
+            for b in r.bricks:
+                assert not (b.path / "f").exists()
             n.cancel_scope.cancel()
     run(t)
 

@@ -48,6 +48,9 @@ nothing is sent to any brick, so nothing diverges; reads keep working from good 
 
 Reads go to one readable brick, chosen by a hash of the gfid (every client reads a file from the
 same brick; read-policy first = the first readable), failing over to the next readable on errors.
+What a client knows about the copies (from lookups and its own transactions) is forgotten when a
+brick comes back: it missed changes, possibly other clients', that only the other bricks'
+changelogs record, so the next fop on each object looks at every copy again first.
 Lookups go to every up brick (one round trip) and refresh what this translator knows about the
 object; counters that accuse someone, or a name missing or different somewhere, start a
 background heal (options data-/metadata-/entry-self-heal; see afr_heal.py).
@@ -164,6 +167,14 @@ def bits(mask: int) -> list[int]:
 
 def popcount(mask: int) -> int:
     return bin(mask).count("1")
+
+
+def _xdata(req: Any, xd: dict | None) -> dict | None:
+    """The request's own xdata (a caller's, say dht's expected gfid) plus this translator's."""
+    own = getattr(req, "xdata", None)
+    if not own:
+        return xd
+    return {**own, **xd} if xd else own
 
 
 def _internal(call: Call, owner: bytes | None = None) -> Call:
@@ -1008,7 +1019,49 @@ class Replicate(Translator):
                 a.rd = order[1]
         i = a.rd
         f = await self._child_fd(call, a, i)
-        return await self.children[i].readdir(call, replace(req, fd=f))
+        rep = await self.children[i].readdir(call, replace(req, fd=f))
+        if req.plus and rep.entries:
+            rep = replace(rep, entries=await self._plus_attrs(call, i, rep.entries))
+        return rep
+
+    def _good_on(self, gfid: bytes, i: int) -> bool:
+        st = self.inodes.get(gfid)
+        if st is None:
+            return False
+        good = st.present & st.readable[META]
+        if S.S_ISREG(st.type):
+            good &= st.readable[DATA]
+        return bool(good >> i & 1)
+
+    async def _plus_attrs(self, call: Call, i: int, entries: list[Any]) -> list[Any]:
+        """readdirplus attributes come from the brick that listed the directory; that brick's
+        copy of an entry may be stale (a file whose data heal has not run yet), and the kernel
+        would cache its size. Entries not known to be good there get the attributes of a good
+        copy (looked up, in parallel) or none (the kernel then looks the name up)."""
+        out = list(entries)
+        todo = [k for k, e in enumerate(entries) if e.iatt is not None
+                and e.name not in (b".", b"..") and not self._good_on(e.iatt.gfid, i)]
+        if not todo:
+            return out
+        icall = _internal(call)
+        limit = trio.CapacityLimiter(64)
+
+        async def one(k: int) -> None:
+            e = entries[k]
+            async with limit:
+                try:
+                    st, res = await self.refresh(icall, e.iatt.gfid)
+                    j = self._iatt_brick(st)
+                    r = res[j]
+                    iatt = r.iatt if isinstance(r, EntryRep) and st.present >> j & 1 else None
+                except FopError:
+                    iatt = None
+            out[k] = replace(e, iatt=iatt)
+
+        async with trio.open_nursery() as n:
+            for k in todo:
+                n.start_soon(one, k)
+        return out
 
     # ------------------------------------------------------------ locks (eager)
     def _lcall(self) -> Call:
@@ -1380,8 +1433,8 @@ class Replicate(Translator):
             c = getattr(self.children[i], child_fop)
             if a is not None:
                 f = await self._child_fd(call, a, i)
-                return await c(call, replace(req, fd=f, xdata=xd))
-            return await c(call, replace(req, xdata=xd))
+                return await c(call, replace(req, fd=f, xdata=_xdata(req, xd)))
+            return await c(call, replace(req, xdata=_xdata(req, xd)))
 
         res, ok = await self._txn(call, [part], f"{fop} of {gfid_str(gfid)}", run,
                                   gfid if slots & M_DATA and S.S_ISREG(st.type) else None)
@@ -1447,7 +1500,8 @@ class Replicate(Translator):
         async def run(i: int, xd: dict | None) -> Any:
             if lock_key is not None:
                 xd = {**(xd or {}), lock_key: self.domain}
-            return await getattr(self.children[i], fop)(ccall, replace(made[0], xdata=xd))
+            return await getattr(self.children[i], fop)(ccall, replace(made[0],
+                                                                        xdata=_xdata(req, xd)))
 
         res, ok = await self._txn(call, [part], f"{fop} {req.name!r} in "
                                   f"{gfid_str(req.parent)}", run, prepare=prepare)
@@ -1481,7 +1535,7 @@ class Replicate(Translator):
 
     async def _entry_txn(self, fop: str, call: Call, req: Any, parts: list[_Part]) -> Any:
         async def run(i: int, xd: dict | None) -> Any:
-            return await getattr(self.children[i], fop)(call, replace(req, xdata=xd))
+            return await getattr(self.children[i], fop)(call, replace(req, xdata=_xdata(req, xd)))
 
         res, ok = await self._txn(call, parts, f"{fop} {getattr(req, 'name', b'')!r}", run)
         return res, ok

@@ -15,7 +15,8 @@ entry per gfid, named by the gfid string). A listing drops entries whose object 
 counters are all zero (stale after a crash), so what it returns is what needs a look.
 
 Side channel (the `xdata` field of modifying requests, see translators/fops.py). Keys this
-translator consumes and strips before winding on:
+translator consumes and strips before winding on (other keys, say dht's expected gfid for
+storage/posix, go on down):
 
     "xattrop.inode:<xattr>"     ADD_ARRAY operand (BE32s) for the fop's own object
     "xattrop.parent:<xattr>"    ... for the parent directory (entry fops; rename: the old parent)
@@ -92,6 +93,14 @@ _PARENT_FIELD = {"create": "parent", "mknod": "parent", "mkdir": "parent", "syml
                  "link": "newparent"}
 _NEWPARENT_FIELD = {"rename": "newparent"}
 _CREATES = ("create", "mknod", "mkdir", "symlink")
+_OWN = (XD_INODE, XD_PARENT, XD_NEWPARENT, XD_LOCK_INODE, XD_LOCK_ENTRY, XD_UNLOCK_INODE,
+        XD_UNLOCK_ENTRY, XD_UNLOCK_OWNER)
+
+
+def _others(xd: dict) -> dict | None:
+    """xdata keys meant for the translators below (say storage/posix's expected gfid)."""
+    rest = {k: v for k, v in xd.items() if not k.startswith(_OWN)}
+    return rest or None
 
 
 def _gs(g: bytes) -> str:
@@ -392,7 +401,7 @@ class Index(Translator):
                 await child.entrylk(call, EntrylkReq(req.gfid, None, lock_entry,
                                                      ENTRYLK_LOCK_NB))
                 locked = True
-            inner = replace(req, xdata=None)
+            inner = replace(req, xdata=_others(xd))
             if fop.name in _CREATES and inner.xattrs:
                 rep = await self._create_marked(fop, call, inner)
             else:
