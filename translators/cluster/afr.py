@@ -67,7 +67,6 @@ import os
 import stat as S
 import struct
 import zlib
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -115,6 +114,7 @@ from ..fops import (
     WriteRep,
     XattropReq,
 )
+from ..lru import LRU
 from ..types import (
     PID_INTERNAL,
     Call,
@@ -182,25 +182,6 @@ def _internal(call: Call, owner: bytes | None = None) -> Call:
         return call
     return Call(call.uid, call.gid, call.groups, PID_INTERNAL,
                 call.lk_owner if owner is None else owner, call.client)
-
-
-class _LRU(OrderedDict):
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def get(self, key: Any, default: Any = None) -> Any:  # type: ignore[override]
-        try:
-            self.move_to_end(key)
-        except KeyError:
-            return default
-        return self[key]
-
-    def put(self, key: Any, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        if len(self) > self.limit:
-            self.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -343,8 +324,8 @@ class Replicate(Translator):
         self.up = [bool(getattr(c, "connected", True)) for c in self.children]
         self._index = {id(c): i for i, c in enumerate(self.children)}
         self._reported: bool | None = None
-        self.inodes: _LRU = _LRU(_CACHE)
-        self.names: _LRU = _LRU(_CACHE)  # gfid -> (parent, name) it was last looked up by
+        self.inodes: LRU = LRU(_CACHE)
+        self.names: LRU = LRU(_CACHE)  # gfid -> (parent, name) it was last looked up by
         self._locks: dict[tuple[bytes, bool], _Lock] = {}
         self._nfds: dict[bytes, int] = {}
         self._nursery: trio.Nursery | None = None

@@ -54,7 +54,6 @@ import logging
 import stat as S
 import struct
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -81,6 +80,7 @@ from ..fops import (
     SetxattrReq,
     StatfsRep,
 )
+from ..lru import LRU
 from ..types import (
     PID_INTERNAL,
     ROOT_GFID,
@@ -121,27 +121,6 @@ RECENT_TTL = 1.0
 _RD_COST = 160  # estimated bytes of a readdirplus entry besides its name (as storage/posix)
 _GONE = (errno.ENOENT, errno.ESTALE)
 _LK_XATTRS = (XATTR_LINKTO, XATTR_DHT)
-
-
-class _LRU(OrderedDict):
-    """A bounded dict; `get` refreshes recency."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def get(self, key: Any, default: Any = None) -> Any:  # type: ignore[override]
-        try:
-            self.move_to_end(key)
-        except KeyError:
-            return default
-        return self[key]
-
-    def put(self, key: Any, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        if len(self) > self.limit:
-            self.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -234,10 +213,10 @@ class Distribute(Translator):
         self._min_free_pct, self._min_free_bytes = self._parse_min_free(
             self.opts["min-free-disk"])
         self.vol_commit = DEFAULT_COMMIT_HASH
-        self._dirs: _LRU = _LRU(CACHE_SIZE)  # dir gfid -> _DirInfo
-        self._files: _LRU = _LRU(CACHE_SIZE)  # file gfid -> subvolume index
+        self._dirs: LRU = LRU(CACHE_SIZE)  # dir gfid -> _DirInfo
+        self._files: LRU = LRU(CACHE_SIZE)  # file gfid -> subvolume index
         # (parent, name) -> (subvolume, gfid, time) of files seen by lookup or readdirplus
-        self._recent: _LRU = _LRU(8192)
+        self._recent: LRU = LRU(8192)
         self._inflight: dict[bytes, trio.Event] = {}
         self._du: list[Statvfs | None] = [None] * self.n
         self._du_time = -1e9
