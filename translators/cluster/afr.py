@@ -73,6 +73,7 @@ from typing import Any
 
 import trio
 
+from ..fanout import fan_out
 from ..features.index import (
     XATTR_AFR_DIRTY,
     XATTR_AFR_PREFIX,
@@ -424,27 +425,8 @@ class Replicate(Translator):
 
     async def _fan(self, mask: int, fn: Callable[[int], Awaitable[Any]]) -> list[Any]:
         """fn(i) for every brick in `mask`, in parallel; -> per brick: reply, FopError or None
-        (not asked). Each task records its own result."""
-        out: list[Any] = [None] * self.n
-        idx = bits(mask)
-        if len(idx) == 1:
-            i = idx[0]
-            try:
-                out[i] = await fn(i)
-            except FopError as e:
-                out[i] = e
-            return out
-
-        async def one(i: int) -> None:
-            try:
-                out[i] = await fn(i)
-            except FopError as e:
-                out[i] = e
-
-        async with trio.open_nursery() as nursery:
-            for i in idx:
-                nursery.start_soon(one, i)
-        return out
+        (not asked)."""
+        return await fan_out(self.n, bits(mask), fn)
 
     @staticmethod
     def _ok(res: list[Any]) -> int:

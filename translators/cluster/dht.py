@@ -60,6 +60,7 @@ from typing import Any
 
 import trio
 
+from ..fanout import fan_out
 from ..fops import (
     EMPTY,
     CreateRep,
@@ -279,26 +280,8 @@ class Distribute(Translator):
 
     async def _fan(self, idxs: list[int], fn: Callable[[int], Awaitable[Any]]) -> list[Any]:
         """Run fn(i) for each i in parallel; -> list of length N: the reply or the FopError at
-        each index asked, None elsewhere. Each task records its own result."""
-        out: list[Any] = [None] * self.n
-        if len(idxs) == 1:
-            i = idxs[0]
-            try:
-                out[i] = await fn(i)
-            except FopError as e:
-                out[i] = e
-            return out
-
-        async def one(i: int) -> None:
-            try:
-                out[i] = await fn(i)
-            except FopError as e:
-                out[i] = e
-
-        async with trio.open_nursery() as nursery:
-            for i in idxs:
-                nursery.start_soon(one, i)
-        return out
+        each index asked, None elsewhere."""
+        return await fan_out(self.n, idxs, fn)
 
     def _sv(self, i: int | None) -> str:
         return "-" if i is None else self.children[i].name
