@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from gvolenv import free_port, wait_for
 from translators.types import XATTR_VOLUME_ID
 from volmgr import mgmt_client, volgen
 from volmgr.daemon import check_volname, parse_brick
@@ -49,23 +50,6 @@ def bricks_available() -> bool:
 
 needs_bricks = pytest.mark.skipif(not bricks_available(),
                                   reason="brick processes need brickd/posix/locks/server")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(pred, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def pid_alive(pid: int) -> bool:
