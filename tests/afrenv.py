@@ -10,6 +10,7 @@ import hashlib
 import os
 import stat as S
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,9 @@ class Link(Translator):
         self.on = True
         self.cid = cid
         self.calls: Counter[str] = Counter()
+        # awaited with (fop name, request) before a fop goes through: lets a test act at an
+        # exact point of a running operation
+        self.hook: Callable[[str, Any], Awaitable[None]] | None = None
 
     @property
     def connected(self) -> bool:
@@ -71,6 +75,8 @@ class Link(Translator):
         if not self.on:
             raise FopError(errno.ENOTCONN, f"{self.name}: link is cut")
         self.calls[fop.name] += 1
+        if self.hook is not None:
+            await self.hook(fop.name, req)
         return await getattr(self.children[0], fop.name)(replace(call, client=self.cid), req)
 
     async def cut(self) -> None:

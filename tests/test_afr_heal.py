@@ -7,6 +7,7 @@ import errno
 import os
 import shutil
 import stat as S
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,104 @@ def test_big_file_heals_in_windows_and_only_what_differs(tmp_path: Path) -> None
             assert 0 < res.bytes_copied <= 4 * 128 * 1024, res
             await afr.settle()
             assert_healed(r)
+            n.cancel_scope.cancel()
+    run(t)
+
+
+def _pause_at_seek(link: Link, at: int, act: Callable[[], Awaitable[None]]) -> list[bool]:
+    """Run `act` once, when the heal looks for data at or past `at` on the source: between
+    two windows."""
+    fired: list[bool] = []
+
+    async def hook(fop: str, req: object) -> None:
+        if fop == "seek" and not fired and getattr(req, "offset", 0) >= at:
+            fired.append(True)
+            await act()
+    link.hook = hook
+    return fired
+
+
+def test_data_heal_lets_clients_write_between_windows(tmp_path: Path) -> None:
+    """A data heal locks one window at a time: a client writing the same file while it
+    runs waits for one window, not for the whole copy; what it writes, before or after the
+    window being copied, ends up on every copy."""
+    async def t() -> None:
+        r = Replica(tmp_path)
+        healer = r.client(**{"self-heal-window-size": "128KB"})
+        writer = r.client()
+        async with trio.open_nursery() as n:
+            await r.start(n)
+            fs, fs2 = FS(healer), FS(writer)
+            want = bytearray(os.urandom(4 << 20))
+            await fs.create("/big", bytes(want))
+            await healer.settle()
+            for a in (healer, writer):
+                await r.links(a)[1].cut()
+            for off, d in ((1 << 20, b"A" * 1000), (3 << 20, b"B" * 200_000)):
+                await fs.write("/big", off, d)
+                want[off:off + len(d)] = d
+            await healer.settle()
+            for a in (healer, writer):
+                await r.links(a)[1].restore()
+
+            async def write_meanwhile() -> None:
+                with trio.fail_after(30):  # a whole-file heal lock would hold this forever
+                    for off, d in ((0, b"C" * 5000), (3_500_000, b"D" * 5000)):
+                        await fs2.write("/big", off, d)
+                        want[off:off + len(d)] = d
+                    await writer.settle()
+            fired = _pause_at_seek(r.links(healer)[0], 2 << 20, write_meanwhile)
+            res = await afr_heal.heal_gfid(healer, await fs.gfid("/big"))
+            assert fired, "the heal never paused between two windows"
+            assert "data" in res.healed and not res.skipped, res
+            await healer.settle()
+            assert_healed(r)
+            for b in r.bricks:
+                assert (b.path / "big").read_bytes() == want, b.path
+            n.cancel_scope.cancel()
+    run(t)
+
+
+def test_data_heal_stops_when_a_write_fails_on_its_source(tmp_path: Path) -> None:
+    """A client write that reaches the heal's sink but not its source while the copy runs
+    makes the source stale: the heal stops instead of copying old data over the new, and the
+    next heal takes the copy that has everything."""
+    async def t() -> None:
+        r = Replica(tmp_path)
+        healer = r.client(**{"self-heal-window-size": "128KB"})
+        writer = r.client()
+        async with trio.open_nursery() as n:
+            await r.start(n)
+            fs, fs2 = FS(healer), FS(writer)
+            want = bytearray(os.urandom(4 << 20))
+            await fs.create("/big", bytes(want))
+            await healer.settle()
+            for a in (healer, writer):
+                await r.links(a)[1].cut()
+            await fs.write("/big", 3 << 20, b"B" * 300_000)
+            want[3 << 20:(3 << 20) + 300_000] = b"B" * 300_000
+            await healer.settle()
+            for a in (healer, writer):
+                await r.links(a)[1].restore()
+
+            async def source_misses_a_write() -> None:
+                with trio.fail_after(30):
+                    await r.links(writer)[0].cut()
+                    off, d = 3_200_000, b"E" * 70_000  # a window not copied yet
+                    await fs2.write("/big", off, d)
+                    want[off:off + len(d)] = d
+                    await writer.settle()
+                    await r.links(writer)[0].restore()
+            fired = _pause_at_seek(r.links(healer)[0], 2 << 20, source_misses_a_write)
+            res = await afr_heal.heal_gfid(healer, await fs.gfid("/big"))
+            assert fired
+            assert "write failed on the source" in res.skipped, res
+            assert "data" not in res.healed, res
+            r.links(healer)[0].hook = None
+            await heal_all(healer)
+            assert_healed(r)
+            for b in r.bricks:
+                assert (b.path / "big").read_bytes() == want, b.path
             n.cancel_scope.cancel()
     run(t)
 

@@ -16,11 +16,15 @@ Healing one object (`heal_gfid`):
    a candidate: the biggest (then newest) copy is taken as the source and the others are
    compared with it.
 3. Metadata: owner, mode, times and xattrs (except gfid, volume-id and the changelog) are copied
-   from a source. Data: in windows of `self-heal-window-size` bytes, holes of the source are
+   from a source. Data: decided under the whole-file lock, then copied in windows of
+   `self-heal-window-size` bytes, each under a transaction lock on that range only (clients'
+   fops on the file wait for one window, never for the whole copy). Holes of the source are
    skipped with SEEK_DATA/SEEK_HOLE (and punched on a sink that has data there), each window is
    compared by rchecksum and copied only when it differs; an all-zero window is punched, not
-   written, so sparse files stay sparse; then sinks are truncated to the source's size and get
-   its times. Entries: the sources' listings are the truth: names missing on a sink are created
+   written, so sparse files stay sparse. Each window first re-reads the changelog: a client
+   write that failed on the source meanwhile stops the copy (the next heal picks a new
+   source). Under the whole-file lock again the sinks are truncated to the source's size and
+   get its times. Entries: the sources' listings are the truth: names missing on a sink are created
    there with the same gfid (a hard link when the gfid already lives there), names only a sink
    has are removed (whole subtrees), a name with another gfid or type on a sink is replaced. A
    created copy is marked on the sources as needing data/metadata/entry heal itself, so the
@@ -171,7 +175,8 @@ class _HealLocks:
         # one owner per heal: two heals in one process must exclude each other too
         self.call = Call(0, 0, (), PID_INTERNAL, afr.heal_owner + os.urandom(4))
 
-    def _lk(self, i: int, domain: str, kind: str, entry: bool) -> Awaitable[Any]:
+    def _lk(self, i: int, domain: str, kind: str, entry: bool, start: int = 0,
+            length: int = 0) -> Awaitable[Any]:
         c = self.afr.children[i]
         call = self.call
         g = self.gfid
@@ -179,9 +184,9 @@ class _HealLocks:
             cmd = {"nb": ENTRYLK_LOCK_NB, "block": ENTRYLK_LOCK, "un": ENTRYLK_UNLOCK}[kind]
             return c.entrylk(call, EntrylkReq(g, None, domain, cmd))
         if kind == "un":
-            return c.inodelk(call, InodelkReq(g, domain, LK_SETLK, F_UNLCK))
+            return c.inodelk(call, InodelkReq(g, domain, LK_SETLK, F_UNLCK, start, length))
         return c.inodelk(call, InodelkReq(g, domain, LK_SETLKW if kind == "block" else LK_SETLK,
-                                          F_WRLCK))
+                                          F_WRLCK, start, length))
 
     async def take(self, blocking: bool) -> str:
         """'' when held on the up bricks, else why not."""
@@ -194,35 +199,68 @@ class _HealLocks:
             return "another heal of it is in progress"
         if not self.heal_mask:
             return f"cannot lock: {afr._best_error(res)}"
-        dom = afr.domain
-        res = await afr._fan(self.heal_mask, lambda i: self._lk(i, dom, "nb", self.entry))
-        self.txn_mask = afr._ok(res)
-        if any(isinstance(r, FopError) and r.errno == errno.EAGAIN for r in res):
-            await afr._fan(self.txn_mask, lambda i: self._lk(i, dom, "un", self.entry))
+        self.txn_mask = await self._txn_lock(self.heal_mask, blocking)
+        if self.txn_mask < 0:
             self.txn_mask = 0
-            if not blocking:
-                await self.drop()
-                return "in use by a client"
-            for i in bits(self.heal_mask):
-                try:
-                    await self._lk(i, dom, "block", self.entry)
-                except FopError as e:
-                    log.info("%s: heal lock of %s on %s: %s", afr.name, gfid_str(self.gfid),
-                             afr.bname(i), e)
-                    continue
-                self.txn_mask |= 1 << i
+            await self.drop()
+            return "in use by a client"
         if not self.txn_mask:
             await self.drop()
             return "cannot lock on any brick"
         return ""
 
+    async def _txn_lock(self, mask: int, blocking: bool, start: int = 0,
+                        length: int = 0) -> int:
+        """The transaction-domain lock (whole object, or for data the range [start,
+        start+length)) on the bricks of `mask`: non-blocking on all in parallel, on a conflict
+        released and taken blocking in brick order, as clients do (no deadlock with them).
+        -> the mask of bricks locked; -1 on a conflict when not `blocking`."""
+        afr = self.afr
+        dom = afr.domain
+        res = await afr._fan(mask, lambda i: self._lk(i, dom, "nb", self.entry, start, length))
+        got = afr._ok(res)
+        if not any(isinstance(r, FopError) and r.errno == errno.EAGAIN for r in res):
+            return got
+        await afr._fan(got, lambda i: self._lk(i, dom, "un", self.entry, start, length))
+        if not blocking:
+            return -1
+        got = 0
+        for i in bits(mask):
+            try:
+                await self._lk(i, dom, "block", self.entry, start, length)
+            except FopError as e:
+                log.info("%s: heal lock of %s on %s: %s", afr.name, gfid_str(self.gfid),
+                         afr.bname(i), e)
+                continue
+            got |= 1 << i
+        return got
+
+    async def _txn_unlock(self, mask: int, start: int = 0, length: int = 0) -> None:
+        afr = self.afr
+        with trio.CancelScope(shield=True):
+            await afr._fan(mask & afr._upmask(),
+                           lambda i: self._lk(i, afr.domain, "un", self.entry, start, length))
+
+    async def pause_txn(self) -> None:
+        """Let clients' fops in while the data is copied window by window (the healers'
+        lock stays held)."""
+        await self._txn_unlock(self.txn_mask)
+        self.txn_mask = 0
+
+    async def resume_txn(self) -> None:
+        self.txn_mask = max(0, await self._txn_lock(self.heal_mask & self.afr._upmask(), True))
+
+    async def lock_window(self, mask: int, start: int, length: int) -> int:
+        return max(0, await self._txn_lock(mask, True, start, length))
+
+    async def unlock_window(self, mask: int, start: int, length: int) -> None:
+        await self._txn_unlock(mask, start, length)
+
     async def drop(self) -> None:
         afr = self.afr
         with trio.CancelScope(shield=True):
             if self.txn_mask:
-                dom = afr.domain
-                await afr._fan(self.txn_mask & afr._upmask(),
-                               lambda i: self._lk(i, dom, "un", self.entry))
+                await self._txn_unlock(self.txn_mask)
                 self.txn_mask = 0
             if self.heal_mask:
                 await afr._fan(self.heal_mask & afr._upmask(),
@@ -368,14 +406,11 @@ async def heal_gfid(afr: Replicate, gfid: bytes, *, blocking: bool = True,
     try:
         v = await _look(afr, gfid, locks.txn_mask, True)
         out.missing = popcount_mask(locks.txn_mask & ~v.present)
-        healed = 0
         if v.present:
-            kinds = [META] if not S.S_ISREG(v.type) else [META, DATA]
-            for kind in kinds:
-                r = await _heal_kind(afr, v, kind, source, policy, out, full)
-                healed |= r
-            if healed:
-                await _reset(afr, v, healed & (M_DATA | M_META))
+            if await _heal_kind(afr, v, META, source, policy, out, full):
+                await _reset(afr, v, M_META)
+            if S.S_ISREG(v.type):
+                await _heal_file_data(afr, locks, v, source, policy, out, full)
     finally:
         await locks.drop()
     if is_dir:
@@ -398,13 +433,14 @@ def popcount_mask(m: int) -> int:
     return bin(m).count("1")
 
 
-async def _heal_kind(afr: Replicate, v: _View, kind: int, source: int | None,
-                     policy: str | None, out: HealResult, full: bool) -> int:
-    """Heal one kind (META or DATA); -> its slot mask if its counters may be reset."""
-    slot = 1 << kind
+def _plan(afr: Replicate, v: _View, kind: int, source: int | None, policy: str | None,
+          out: HealResult, full: bool) -> tuple[bool, int, int]:
+    """Who heals whom for one kind (META or DATA): -> (counters may be reset, source brick,
+    sinks); (False, -1, 0) when nothing can or need be done now."""
+    nothing = (False, -1, 0)
     needed = _needs(v, kind)
     if not needed and not (full and kind == DATA and _sizes_differ(afr, v)):
-        return 0
+        return nothing
     src, sinks, split = _sources(afr, v, kind)
     cand = v.present & (afr.data_mask if kind == DATA else afr.all_mask)
     if source is not None:
@@ -420,12 +456,12 @@ async def _heal_kind(afr: Replicate, v: _View, kind: int, source: int | None,
             log.error("%s: %s %s is in %s split-brain on %s; not healed", afr.name,
                       "directory" if S.S_ISDIR(v.type) else "file", gfid_str(_g(v)),
                       KINDS[kind], afr.bnames(v.present))
-            return 0
+            return nothing
         log.warning("%s: %s split-brain of %s resolved by policy %s: source %s", afr.name,
                     KINDS[kind], gfid_str(_g(v)), pol, afr.bname(pick))
         src, sinks = 1 << pick, cand & ~(1 << pick)
     elif not sinks and _accused(afr, v, kind) & ~v.present:
-        return 0  # the accused copies are not there yet: their parent's entry heal first
+        return nothing  # the accused copies are not there yet: their parent's entry heal first
     elif popcount_mask(src) > 1 and not sinks:
         # no one accused (only dirty, or a full crawl): one copy leads, the others are
         # compared with it: for data the biggest, newest; for metadata the last changed
@@ -437,16 +473,24 @@ async def _heal_kind(afr: Replicate, v: _View, kind: int, source: int | None,
             sinks = sum(1 << j for j in bits(src) if j != best and _meta_differs(afr, v, best, j))
         src = 1 << best
     if not src:
-        return 0  # the good copy is not up (an arbiter witnessed it): later
-    if sinks:
-        if kind == META:
-            await _heal_meta(afr, v, bits(src)[0], sinks)
-        else:
-            out.bytes_copied += await _heal_data(afr, v, bits(src)[0], sinks)
-        out.healed.append(KINDS[kind])
-        log.info("%s: healed %s of %s from %s to %s", afr.name, KINDS[kind], gfid_str(_g(v)),
-                 afr.bname(bits(src)[0]), afr.bnames(sinks))
-    return slot
+        return nothing  # the good copy is not up (an arbiter witnessed it): later
+    return True, bits(src)[0], sinks
+
+
+def _healed(afr: Replicate, v: _View, kind: int, s: int, sinks: int, out: HealResult) -> None:
+    out.healed.append(KINDS[kind])
+    log.info("%s: healed %s of %s from %s to %s", afr.name, KINDS[kind], gfid_str(_g(v)),
+             afr.bname(s), afr.bnames(sinks))
+
+
+async def _heal_kind(afr: Replicate, v: _View, kind: int, source: int | None,
+                     policy: str | None, out: HealResult, full: bool) -> bool:
+    """Heal the metadata; -> whether its counters may be reset."""
+    reset, s, sinks = _plan(afr, v, kind, source, policy, out, full)
+    if reset and sinks:
+        await _heal_meta(afr, v, s, sinks)
+        _healed(afr, v, kind, s, sinks, out)
+    return reset
 
 
 def _meta_differs(afr: Replicate, v: _View, a: int, b: int) -> bool:
@@ -543,90 +587,170 @@ async def _heal_meta(afr: Replicate, v: _View, s: int, sinks: int) -> None:
 
 
 # ---------------------------------------------------------------- data
-async def _heal_data(afr: Replicate, v: _View, s: int, sinks: int) -> int:
-    """Copy the differing windows of the source to the sinks; -> bytes written."""
-    call = _hcall(afr)
-    ia = v.iatt(s)
-    g = ia.gfid
-    size = ia.size
-    W = afr.window
-    fds: dict[int, Fd] = {}
-    copied = 0
-    try:
-        for i in [s] + bits(sinks):
-            rep = await afr.children[i].open(call, OpenReq(g, os.O_RDWR if i != s
-                                                            else os.O_RDONLY))
-            fds[i] = rep.fd
-        src = afr.children[s]
-        sfd = fds[s]
-        sink_list = bits(sinks)
-
-        async def seek(i: int, off: int, whence: int) -> int:
+async def _heal_file_data(afr: Replicate, locks: _HealLocks, v: _View, source: int | None,
+                          policy: str | None, out: HealResult, full: bool) -> None:
+    """Data heal of a regular file. Decided under the whole-file transaction lock (`v` was
+    looked up under it); the copy then runs window by window, each under a lock on just that
+    range, so clients' fops on the file wait for one window at most, not for the whole copy;
+    the end (size, times, counters) is done under the whole-file lock again."""
+    reset, s, sinks = _plan(afr, v, DATA, source, policy, out, full)
+    if not reset:
+        return
+    if sinks:
+        g = _g(v)
+        call = _hcall(afr)
+        fds: dict[int, Fd] = {}
+        try:
+            for i in [s] + bits(sinks):
+                fds[i] = (await afr.children[i].open(call, OpenReq(
+                    g, os.O_RDWR if i != s else os.O_RDONLY))).fd
+            await locks.pause_txn()
             try:
-                return (await afr.children[i].seek(call, SeekReq(fds[i], off, whence))).offset
-            except FopError as e:
-                if e.errno == errno.ENXIO:
-                    return INF_OFF
-                raise
+                copied, why = await _copy_windows(afr, locks, v, s, sinks, fds)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await locks.resume_txn()
+            out.bytes_copied += copied
+            if not why:
+                now = await _look(afr, g, locks.txn_mask, False)
+                why = _source_changed(afr, v, now, s, sinks)
+            if why:
+                out.skipped = why
+                log.warning("%s: data heal of %s from %s stopped: %s; it stays pending",
+                            afr.name, gfid_str(g), afr.bname(s), why)
+                return
+            await _finish_data(afr, now.iatt(s), sinks, fds)
+        finally:
+            with trio.CancelScope(shield=True):
+                for i, f in fds.items():
+                    try:
+                        await afr.children[i].release(call, FdReq(f))
+                    except FopError:
+                        pass
+        _healed(afr, v, DATA, s, sinks, out)
+    await _reset(afr, v, M_DATA)
 
-        async def hole(a: int, b: int) -> None:
-            """The source has a hole at [a, b): punch it where a sink has data."""
-            async def one(j: int) -> None:
-                d = await seek(j, a, os.SEEK_DATA)
-                if d < b:
-                    await afr.children[j].discard(call, RangeReq(fds[j], a, b - a))
-            await _all(afr, sink_list, one)
 
-        async def window(a: int, b: int) -> int:
-            n = b - a
-            sums = await afr._fan(sinks | 1 << s, lambda i: afr.children[i].rchecksum(
-                call, RchecksumReq(fds[i], a, n)))
+def _source_changed(afr: Replicate, was: _View, now: _View, s: int, sinks: int) -> str:
+    """Why the copy from `s` must not be trusted any more ('' = it can): a client's write
+    that failed on the source (someone accuses it now) or a copy that went away."""
+    if not now.present >> s & 1:
+        return f"the source {afr.bname(s)} went away"
+    if sinks & ~now.present:
+        return f"{afr.bnames(sinks & ~now.present)} went away"
+    for i in bits(now.present):
+        if i != s and now.matrix[i][s][DATA] > was.matrix[i][s][DATA]:
+            return f"a write failed on the source {afr.bname(s)} meanwhile"
+    return ""
+
+
+async def _finish_data(afr: Replicate, ia: Iatt, sinks: int, fds: dict[int, Fd]) -> None:
+    """Under the whole-file lock: sinks get the source's size (now) and times, on disk."""
+    call = _hcall(afr)
+    sink_list = bits(sinks)
+    await _all(afr, sink_list, lambda j: afr.children[j].ftruncate(
+        call, FtruncateReq(fds[j], ia.size)))
+    await _all(afr, sink_list, lambda j: afr.children[j].fsync(call, FsyncReq(fds[j], False)))
+    await _all(afr, sink_list, lambda j: afr.children[j].setattr(
+        call, SetattrReq(ia.gfid, SET_ATIME | SET_MTIME, 0, 0, 0, 0, ia.atime_ns, ia.mtime_ns)))
+
+
+async def _copy_windows(afr: Replicate, locks: _HealLocks, v: _View, s: int, sinks: int,
+                        fds: dict[int, Fd]) -> tuple[int, str]:
+    """Copy the differing windows of the source to the sinks -> (bytes written, why it
+    stopped early or ''). Holes of the source are skipped with SEEK_DATA/SEEK_HOLE (and
+    punched on a sink that has data there); each window is compared by rchecksum and copied
+    only when it differs; an all-zero window is punched. Before each window is copied the
+    changelog is looked at again: if a client's write failed on the source since the heal
+    began, the source is not the good copy any more and the copy stops."""
+    call = _hcall(afr)
+    g = _g(v)
+    size = v.iatt(s).size
+    W = afr.window
+    copied = 0
+    sink_list = bits(sinks)
+    both = sinks | 1 << s
+    src = afr.children[s]
+    sfd = fds[s]
+
+    async def seek(i: int, off: int, whence: int) -> int:
+        try:
+            return (await afr.children[i].seek(call, SeekReq(fds[i], off, whence))).offset
+        except FopError as e:
+            if e.errno == errno.ENXIO:
+                return INF_OFF
+            raise
+
+    async def window(a: int, b: int, hole: bool) -> tuple[int, str, int]:
+        """Under a lock on [a, b) of every copy: make the sinks' range the source's.
+        -> (bytes written, why to stop or '', where the next window starts)."""
+        n = b - a
+        held = await locks.lock_window(both, a, n)
+        try:
+            if held != both:
+                return 0, f"cannot lock {afr.bnames(both & ~held)}", b
+            now: list[_View] = []
+            sums: list[Any] = []
+
+            async def look() -> None:
+                now.append(await _look(afr, g, both, False))
+
+            async def checksum() -> None:
+                if not hole:
+                    sums.extend(await afr._fan(both, lambda i: afr.children[i].rchecksum(
+                        call, RchecksumReq(fds[i], a, n))))
+
+            async with trio.open_nursery() as nn:
+                nn.start_soon(look)
+                nn.start_soon(checksum)
+            why = _source_changed(afr, v, now[0], s, sinks)
+            if why:
+                return 0, why, b
+            if hole:
+                # the source has a hole at [a, b) (up to where a client wrote meanwhile):
+                # punch it where a sink has data
+                b = min(b, await seek(s, a, os.SEEK_DATA))
+                if b <= a:
+                    return 0, "", a  # data there now: a data window next
+
+                async def punch(j: int) -> None:
+                    if await seek(j, a, os.SEEK_DATA) < b:
+                        await afr.children[j].discard(call, RangeReq(fds[j], a, b - a))
+                await _all(afr, sink_list, punch)
+                return 0, "", b
             for i in [s] + sink_list:
                 if isinstance(sums[i], FopError):
                     raise sums[i]
             ref = (sums[s].weak, sums[s].strong)
             diff = [j for j in sink_list if (sums[j].weak, sums[j].strong) != ref]
             if not diff:
-                return 0
+                return 0, "", b
             data = (await src.read(call, ReadReq(sfd, a, n))).data
-            if len(data) < n:
-                data += bytes(n - len(data))
-            if data.count(0) != n:
+            if not data:
+                return 0, "", b  # truncated meanwhile: the end sets the size
+            if data.count(0) != len(data):
                 await _all(afr, diff, lambda j: afr.children[j].write(
                     call, WriteReq(fds[j], a, data)))
-                return n * len(diff)
+                return len(data) * len(diff), "", b
             await _all(afr, diff, lambda j: afr.children[j].discard(
-                call, RangeReq(fds[j], a, n)))
-            return 0
+                call, RangeReq(fds[j], a, len(data))))
+            return 0, "", b
+        finally:
+            await locks.unlock_window(held, a, n)
 
-        off = 0
-        while off < size:
-            d = min(await seek(s, off, os.SEEK_DATA), size)
-            if d > off:
-                await hole(off, d)
-                off = d
-                continue
+    off = 0
+    while off < size:
+        d = min(await seek(s, off, os.SEEK_DATA), size)
+        if d > off:
+            end, hole = d, True
+        else:
             h = min(await seek(s, off, os.SEEK_HOLE), size)
-            if h <= off:
-                h = size
-            while off < h:
-                end = min(off + W - off % W, h)
-                copied += await window(off, end)
-                off = end
-        await _all(afr, sink_list, lambda j: afr.children[j].ftruncate(
-            call, FtruncateReq(fds[j], size)))
-        await _all(afr, sink_list, lambda j: afr.children[j].fsync(
-            call, FsyncReq(fds[j], True)))
-        await _all(afr, sink_list, lambda j: afr.children[j].setattr(
-            call, SetattrReq(g, SET_ATIME | SET_MTIME, 0, 0, 0, 0, ia.atime_ns, ia.mtime_ns)))
-    finally:
-        with trio.CancelScope(shield=True):
-            for i, f in fds.items():
-                try:
-                    await afr.children[i].release(call, FdReq(f))
-                except FopError:
-                    pass
-    return copied
+            end, hole = min(off + W - off % W, h if h > off else size), False
+        got, why, off = await window(off, end, hole)
+        copied += got
+        if why:
+            return copied, why
+    return copied, ""
 
 
 INF_OFF = 1 << 63
