@@ -346,14 +346,14 @@ def drop_object(brick: Path, rel: str, gfid: bytes) -> None:
     """Remove a file from one brick behind gvol's back: its name and its gfid handle."""
     os.unlink(brick / rel)
     h = gfid.hex()
-    os.unlink(brick / ".gvol" / "handles" / h[:2] / h[2:4] /
+    os.unlink(brick / ".gvol" / "handles" / h[:2] /
               f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
 
 
 def index_names(brick: Path) -> dict[str, list[str]]:
     base = brick / ".gvol" / "indices"
-    return {sub: sorted(os.listdir(base / sub)) if (base / sub).exists() else []
-            for sub in ("xattrop", "dirty")}
+    return {sub: sorted(n for n in os.listdir(base / sub) if n != f"{sub}-base")
+            if (base / sub).exists() else [] for sub in ("xattrop", "dirty")}
 
 
 def run(fn: Any, *args: Any) -> None:

@@ -17,7 +17,15 @@ from afrenv import FS, VOL_ID, Link, Replica, changelog, index_names, run, tree
 from translators.cluster import afr_heal
 from translators.cluster.afr import Replicate
 from translators.features.index import INDEX_XATTROP_GFID
-from translators.fops import CreateReq, FdReq, GetxattrReq, InodeReq, OpenReq, WriteReq
+from translators.fops import (
+    CreateReq,
+    FdReq,
+    GetxattrReq,
+    InodeReq,
+    OpenReq,
+    SetxattrReq,
+    WriteReq,
+)
 from translators.protocol.client import Client
 from translators.storage.posix import prepare_brick
 from translators.types import ROOT_CALL, FopError, gfid_str, new_gfid
@@ -354,6 +362,13 @@ def test_index_survives_a_restart(tmp_path: Path) -> None:
             await fs.create("/g", b"gee")
             await afr.settle()
             n.cancel_scope.cancel()
+        # entries are hard links to the index's base file: no inode allocated per entry
+        xdir = tmp_path / "b1" / ".gvol" / "indices" / "xattrop"
+        names = index_names(tmp_path / "b1")["xattrop"]
+        assert len(names) >= 2
+        base = (xdir / "xattrop-base").stat()
+        assert all((xdir / x).stat().st_ino == base.st_ino for x in names)
+        assert base.st_nlink == len(names) + 1
         r2 = Replica(tmp_path)  # same directories, new translators
         afr2 = r2.client()
         async with trio.open_nursery() as n:
@@ -365,6 +380,44 @@ def test_index_survives_a_restart(tmp_path: Path) -> None:
             assert_healed(r2)
             info = await afr_heal.heal_info(afr2)
             assert info["total"] == 0
+            n.cancel_scope.cancel()
+    run(t)
+
+
+def test_heal_info_names_entries_by_path(tmp_path: Path) -> None:
+    """heal info gives each pending entry's path, as the brick knows it: after a rename, for a
+    second hard link whose first name is gone, for a directory; <gfid> stays for a gfid no
+    brick can name."""
+    async def t() -> None:
+        r = Replica(tmp_path)
+        afr = r.client()
+        async with trio.open_nursery() as n:
+            await r.start(n)
+            fs = FS(afr)
+            await fs.mkdir("/d")
+            await fs.mkdir("/d/sub")
+            await fs.create("/d/sub/f", b"f")
+            await fs.create("/d/g", b"g")
+            await fs.link("/d/g", "/d/h")
+            await fs.rename("/d/sub/f", "/d/sub/f2")
+            await fs.unlink("/d/g")
+            await afr.settle()
+            await r.links(afr)[0].cut()
+            await fs.write("/d/sub/f2", 0, b"F2")
+            await fs.write("/d/h", 0, b"H")
+            await fs.mkdir("/d/new")
+            await afr.settle()
+            info = await afr_heal.heal_info(afr)
+            paths = {e["path"] for e in info["bricks"][1]["entries"]}
+            assert {"/d/sub/f2", "/d/h", "/d"} <= paths, info["bricks"][1]
+            assert await afr_heal.path_on(afr, 1, new_gfid()) is None
+            with pytest.raises(FopError) as ei:  # virtual and read-only
+                await afr.children[1].setxattr(afr_heal._hcall(afr), SetxattrReq(
+                    await fs.gfid("/d/h"), "trusted.gvol.path", b"/x"))
+            assert ei.value.errno == errno.EPERM
+            await r.links(afr)[0].restore()
+            await heal_all(afr)
+            assert_healed(r)
             n.cancel_scope.cancel()
     run(t)
 

@@ -159,6 +159,10 @@ def test_heal_daemon_and_commands_over_real_bricks(tmp_path: Path) -> None:
                 res = await info()
                 bricks = res["replica_sets"][0]["bricks"]
                 assert bricks[1]["count"] is None and bricks[0]["count"] >= 2
+                paths = {e.get("path") for e in bricks[0]["entries"]}
+                assert {"/d", "/d/a"} <= paths, bricks[0]
+                text = await cli("volume", "heal", "rv", "info")
+                assert "\n/d/a\n" in text, text
                 assert bricks[0]["brick"] == f"127.0.0.1:{dirs[0]}"
                 summary = await cli("volume", "heal", "rv", "info", "summary")
                 assert "Number of entries in heal pending:" in summary

@@ -220,7 +220,7 @@ def is_linkto(p: Path) -> bool:
 
 def handle_exists(brick: Path, gfid: bytes) -> bool:
     h = gfid.hex()
-    return os.path.lexists(brick / ".gvol" / "handles" / h[:2] / h[2:4] / gfid_str(gfid))
+    return os.path.lexists(brick / ".gvol" / "handles" / h[:2] / gfid_str(gfid))
 
 
 def entries_on_disk(bricks: list[Path], rel: str) -> dict[bytes, list[tuple[int, str, bytes]]]:
@@ -599,7 +599,7 @@ def test_rmdir_cleans_stale_linkto(tmp_path: Path) -> None:
         it = await vol.lookup(g, name)
         os.unlink(bricks[0] / "d" / os.fsdecode(name))
         h = it.gfid.hex()
-        os.unlink(bricks[0] / ".gvol" / "handles" / h[:2] / h[2:4] / gfid_str(it.gfid))
+        os.unlink(bricks[0] / ".gvol" / "handles" / h[:2] / gfid_str(it.gfid))
         await vol.dht.rmdir(CALL, EntryReq(ROOT_GFID, b"d"))
         for br in bricks:
             assert not (br / "d").exists()
@@ -610,7 +610,7 @@ def test_rmdir_cleans_stale_linkto(tmp_path: Path) -> None:
 def _remove_dir_copy(brick: Path, rel: str, gfid: bytes) -> None:
     os.rmdir(brick / rel)
     h = gfid.hex()
-    os.unlink(brick / ".gvol" / "handles" / h[:2] / h[2:4] / gfid_str(gfid))
+    os.unlink(brick / ".gvol" / "handles" / h[:2] / gfid_str(gfid))
 
 
 def test_directory_heal_missing_copy_and_holey_layout(tmp_path: Path) -> None:

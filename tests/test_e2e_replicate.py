@@ -125,7 +125,7 @@ def assert_identical(bricks: list[Path], arbiter: Path | None = None) -> dict[st
 
 def handles(brick: Path) -> set[str]:
     """gfids (hex) in a brick's handle store."""
-    return {p.name.replace("-", "") for p in (brick / ".gvol" / "handles").glob("*/*/*")}
+    return {p.name.replace("-", "") for p in (brick / ".gvol" / "handles").glob("*/*")}
 
 
 def heal_info(node: GvolNode, vol: str) -> dict:
@@ -493,8 +493,11 @@ def test_split_brain_made_listed_and_resolved(node, make):
         sb = node.cli_json("volume", "heal", "sb", "info", "split-brain")
         listed = {e["gfid"] for s in sb["replica_sets"] for e in s["split_brain"]}
         assert listed == {gfid_of(bricks[0], n) for n in plan}, sb
+        assert {e["path"] for s in sb["replica_sets"] for e in s["split_brain"]} == \
+            {f"/{n}" for n in plan}, sb
         out = node.cli("volume", "heal", "sb", "info", "split-brain").stdout
         assert "Number of entries in split-brain: 3" in out, out
+        assert all(f"/{n} data" in out for n in plan), out  # paths, as GlusterFS prints them
 
         chosen = {"fbig": plan["fbig"][0], "fmtime": plan["fmtime"][1],
                   "fsrc": plan["fsrc"][0]}

@@ -116,7 +116,7 @@ def bdir(tmp_path):
 
 def handle(bdir, g) -> str:
     s = gfid_str(g)
-    return os.path.join(bdir, ".gvol", "handles", s[:2], s[2:4], s)
+    return os.path.join(bdir, ".gvol", "handles", s[:2], s)
 
 
 async def mkfile(p, parent, name, call=ROOT_CALL, mode=0o644, data=b"", **kw):
@@ -196,7 +196,7 @@ def test_prepare_brick(tmp_path):
     for sub in ("handles", "indices"):
         assert (d / ".gvol" / sub).is_dir()
     root_handle = handle(d, ROOT_GFID)
-    assert os.readlink(root_handle) == "../../../.."
+    assert os.readlink(root_handle) == "../../.."
     assert os.path.samefile(root_handle, d)
     with pytest.raises(BrickError, match=f"already belongs to volume {VID}"):
         prepare_brick(str(d), OTHER)
@@ -328,9 +328,8 @@ async def test_mkdir_rmdir_and_dir_handles(bdir):
     async with brick(bdir) as p:
         a = await mkdir(p, ROOT_GFID, b"a")
         b = await mkdir(p, a, b"b")
-        assert os.readlink(handle(bdir, a)) == f"../../00/00/{gfid_str(ROOT_GFID)}/a"
-        assert os.readlink(handle(bdir, b)) == f"../../{gfid_str(a)[:2]}/{gfid_str(a)[2:4]}/" \
-                                                f"{gfid_str(a)}/b"
+        assert os.readlink(handle(bdir, a)) == f"../00/{gfid_str(ROOT_GFID)}/a"
+        assert os.readlink(handle(bdir, b)) == f"../{gfid_str(a)[:2]}/{gfid_str(a)}/b"
         assert os.path.samefile(handle(bdir, b), bdir / "a" / "b")
         await fails(errno.EEXIST, p.mkdir(ROOT_CALL, MkdirReq(ROOT_GFID, b"a", 0o755,
                                                               new_gfid())))

@@ -22,6 +22,11 @@ XATTR_GFID = XATTR_PREFIX + "gfid"
 XATTR_VOLUME_ID = XATTR_PREFIX + "volume-id"
 XATTR_DHT = XATTR_PREFIX + "dht"
 XATTR_LINKTO = XATTR_PREFIX + "dht.linkto"
+# on every non-directory, one per name: parent gfid (16 bytes) + name. Lets a brick tell the path
+# of a file it knows by gfid (heal info); a name since removed is recognised by checking it.
+XATTR_GFID2PATH = XATTR_PREFIX + "gfid2path."
+# virtual, read-only, internal: the object's path on this brick, computed from the handles
+XATTR_PATH = XATTR_PREFIX + "path"
 
 # xdata key of unlink: remove the name only if it is still this gfid (else ESTALE). DHT sends it
 # when it unlinks on the strength of an earlier lookup instead of a fresh one.

@@ -403,6 +403,11 @@ def volume_heal(volname: str = typer.Argument(..., metavar="VOLNAME"),
     _usage(f"unknown heal command {' '.join(rest)!r}")
 
 
+def _entry_name(e: dict[str, Any]) -> str:
+    """A heal entry as GlusterFS prints it: its path, or <gfid:...> when no brick knows one."""
+    return e.get("path") or f"<gfid:{e['gfid']}>"
+
+
 def _print_heal_info(res: dict[str, Any], what: str) -> None:
     if what == "statistics":
         _print(f"Heal of volume {res['name']}: "
@@ -427,7 +432,7 @@ def _print_heal_info(res: dict[str, Any], what: str) -> None:
             _print(f"Replica set {s['replica_set']}:")
             for e in ents:
                 names = f" (names: {', '.join(e['names'])})" if e.get("names") else ""
-                _print(f"<gfid:{e['gfid']}> {'/'.join(e['kinds'])}{names}")
+                _print(f"{_entry_name(e)} {'/'.join(e['kinds'])}{names}")
             _print(f"Number of entries in split-brain: {len(ents)}")
             _print()
             continue
@@ -446,7 +451,7 @@ def _print_heal_info(res: dict[str, Any], what: str) -> None:
                 for e in b["entries"] or []:
                     tag = " - Is in split-brain" if e.get("split_brain") else \
                         (" - Possibly undergoing heal" if e.get("dirty_only") else "")
-                    _print(f"<gfid:{e['gfid']}>{tag}")
+                    _print(f"{_entry_name(e)}{tag}")
                 _print(f"Status: {b['status']}")
                 _print(f"Number of entries: {'-' if b['count'] is None else b['count']}")
             _print()

@@ -74,6 +74,7 @@ from ..fops import (
     FdReq,
     FsyncReq,
     FtruncateReq,
+    GetxattrReq,
     InodelkReq,
     InodeReq,
     LinkReq,
@@ -97,6 +98,8 @@ from ..types import (
     PID_INTERNAL,
     ROOT_GFID,
     XATTR_GFID,
+    XATTR_GFID2PATH,
+    XATTR_PATH,
     XATTR_VOLUME_ID,
     Call,
     Dirent,
@@ -544,7 +547,7 @@ async def _reset(afr: Replicate, v: _View, kinds: int) -> None:
 def _healable_xattrs(afr: Replicate, xa: dict | None) -> dict[str, bytes]:
     out = {}
     for k, val in (xa or {}).items():
-        if k in _SKIP_XATTRS or k.startswith(XATTR_AFR_PREFIX):
+        if k in _SKIP_XATTRS or k.startswith((XATTR_AFR_PREFIX, XATTR_GFID2PATH)):
             continue
         out[k] = val
     return out
@@ -1105,6 +1108,15 @@ async def inspect_gfid(afr: Replicate, gfid: bytes) -> dict[str, Any]:
     return out
 
 
+async def path_on(afr: Replicate, i: int, gfid: bytes) -> str | None:
+    """The object's path as brick i knows it (None when it cannot tell)."""
+    try:
+        rep = await afr.children[i].getxattr(_hcall(afr), GetxattrReq(gfid, XATTR_PATH))
+    except FopError:
+        return None
+    return rep.value.decode(errors="replace")
+
+
 async def heal_info(afr: Replicate, *, inspect: bool = True) -> dict[str, Any]:
     """Per brick: the entries its index lists (what needs heal), split-brain ones marked."""
     idx = await index_entries(afr)
@@ -1126,6 +1138,7 @@ async def heal_info(afr: Replicate, *, inspect: bool = True) -> dict[str, Any]:
         for n in names:
             e: dict[str, Any] = {"gfid": n}
             if inspect:
+                e["path"] = await path_on(afr, i, gfid_from_str(n))
                 if n not in cache:
                     try:
                         cache[n] = await inspect_gfid(afr, gfid_from_str(n))
@@ -1153,9 +1166,11 @@ async def split_brain_info(afr: Replicate) -> list[dict[str, Any]]:
     lists it, names}."""
     idx = await index_entries(afr)
     where: dict[str, list[str]] = {}
+    first: dict[str, int] = {}
     for i, kinds in idx.items():
         for n in dict.fromkeys(kinds.get("xattrop", []) + kinds.get("dirty", [])):
             where.setdefault(n, []).append(afr.bname(i))
+            first.setdefault(n, i)
     out = []
     for n, bricks in where.items():
         g = gfid_from_str(n)
@@ -1175,7 +1190,8 @@ async def split_brain_info(afr: Replicate) -> list[dict[str, Any]]:
             if names:
                 kinds.append("gfid")
         if kinds:
-            out.append({"gfid": n, "kinds": kinds, "bricks": bricks,
+            out.append({"gfid": n, "path": await path_on(afr, first[n], g),
+                        "kinds": kinds, "bricks": bricks,
                         "names": [x.decode(errors="replace") for x in names]})
     return out
 

@@ -6,13 +6,16 @@ Index. Every object whose replication counters are not all zero has an entry nam
     <brick>/.gvol/indices/xattrop/<gfid>   some `trusted.gvol.afr.<client>` counter is non-zero
     <brick>/.gvol/indices/dirty/<gfid>     `trusted.gvol.afr.dirty` is non-zero
 
-An entry is added when an xattrop (the fop, or one folded into another fop through xdata) leaves a
-watched counter non-zero, or when an object is created with such xattrs; it is removed when an
-xattrop brings them all back to zero. The directories ARE the heal backlog and the resume state of
-a heal crawl: an entry disappears only once its counters are zero. Clients list them through two
-virtual directories (opendir/readdir of the gfids `INDEX_XATTROP_GFID` / `INDEX_DIRTY_GFID`; one
-entry per gfid, named by the gfid string). A listing drops entries whose object is gone or whose
-counters are all zero (stale after a crash), so what it returns is what needs a look.
+Entries are hard links to one empty base file per directory (`<sub>/<sub>-base`, as GlusterFS's
+index does): adding one is a linkat, with no inode to allocate (allocating one costs a
+millisecond on some filesystems, a link microseconds). An entry is added when an xattrop (the
+fop, or one folded into another fop through xdata) leaves a watched counter non-zero, or when an
+object is created with such xattrs; it is removed when an xattrop brings them all back to zero.
+The directories ARE the heal backlog and the resume state of a heal crawl: an entry disappears only
+once its counters are zero. Clients list them through two virtual directories (opendir/readdir of
+the gfids `INDEX_XATTROP_GFID` / `INDEX_DIRTY_GFID`; one entry per gfid, named by the gfid string).
+A listing drops entries whose object is gone or whose counters are all zero (stale after a crash),
+so what it returns is what needs a look.
 
 Side channel (the `xdata` field of modifying requests, see translators/fops.py). Keys this
 translator consumes and strips before winding on (other keys, say dht's expected gfid for
@@ -165,8 +168,15 @@ class Index(Translator):
         for sub, names in self.entries.items():
             d = os.path.join(self.base, sub)
             os.makedirs(d, 0o700, exist_ok=True)
+            base = os.path.join(d, f"{sub}-base")
+            if not os.path.exists(base):
+                fd = os.open(base, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+                os.fsync(fd)
+                os.close(fd)
             names.clear()
             for n in os.listdir(d):
+                if n == f"{sub}-base":
+                    continue
                 try:
                     names.add(uuid.UUID(n).bytes)
                 except ValueError:
@@ -192,10 +202,13 @@ class Index(Translator):
         path = os.path.join(self.base, sub, _gs(g))
         if on:
             try:
-                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
-                                 0o600))
+                os.link(os.path.join(self.base, sub, f"{sub}-base"), path)
             except FileExistsError:
                 pass
+            except FileNotFoundError:  # the base went away (an admin's cleanup): a new one
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
+                                 0o600))
+                os.link(path, os.path.join(self.base, sub, f"{sub}-base"))
         else:
             try:
                 os.unlink(path)
@@ -227,8 +240,8 @@ class Index(Translator):
                 self.entries[sub].add(g)
             else:
                 self.entries[sub].discard(g)
-        # creating or removing an empty file in a directory that is always in the dentry
-        # cache costs microseconds: not worth a thread hop (which costs ~100 us)
+        # linking or unlinking a name in a directory that is always in the dentry cache
+        # costs microseconds: not worth a thread hop (which costs ~100 us)
         self._apply(g, want)
 
     def _apply(self, g: bytes, want: dict[str, bool]) -> None:

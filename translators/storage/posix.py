@@ -1,11 +1,12 @@
 """storage/posix: the brick directory.
 
 Every object on a brick carries a 16-byte gfid in `trusted.gvol.gfid` and can be reached by gfid
-alone through the handle store `.gvol/handles/<g0g1>/<g2g3>/<gfid>`:
+alone through the handle store `.gvol/handles/<g0g1>/<gfid>` (one fan-out level of 256 directories,
+made with the brick: a second level, as GlusterFS's `.glusterfs/xx/yy`, would cost a mkdir for
+nearly every new file of a young brick, half a millisecond of inode allocation on ext4):
 
 - files, symlinks and special files: the handle is a hard link to the object;
-- directories: a symlink `../../<p0p1>/<p2p3>/<parent-gfid>/<basename>`; the root's is
-  `../../../..`.
+- directories: a symlink `../<p0p1>/<parent-gfid>/<basename>`; the root's is `../../..`.
 
 Resolution never follows a client's symlink and never leaves the brick: a directory gfid is resolved
 by reading the chain of handle symlinks ourselves and opening each basename with O_NOFOLLOW relative
@@ -80,6 +81,8 @@ from ..types import (
     NULL_GFID,
     ROOT_GFID,
     XATTR_GFID,
+    XATTR_GFID2PATH,
+    XATTR_PATH,
     XATTR_PREFIX,
     XATTR_VOLUME_ID,
     XDATA_EXPECT_GFID,
@@ -210,7 +213,7 @@ class BrickError(GraphError):
 
 GVOL_DIR = ".gvol"
 _GVOL_B = b".gvol"
-_ROOT_LINK = b"../../../.."
+_ROOT_LINK = b"../../.."
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # flags a client may not pass through to the brick's open()
 _OPEN_STRIP = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_DIRECT | os.O_DIRECTORY | \
@@ -246,25 +249,30 @@ def _gs(g: bytes) -> str:
 def _hrel(g: bytes) -> bytes:
     """Handle path relative to .gvol/handles."""
     h = g.hex()
-    return f"{h[:2]}/{h[2:4]}/{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode()
+    return f"{h[:2]}/{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode()
 
 
 def _dir_link(parent: bytes, name: bytes) -> bytes:
-    return b"../../" + _hrel(parent) + b"/" + name
+    return b"../" + _hrel(parent) + b"/" + name
 
 
 def _parse_dir_link(target: bytes) -> tuple[bytes, bytes] | None:
-    """'../../xx/yy/<gfid>/<name>' -> (parent gfid, name); None if it is not a handle link."""
-    if len(target) < 50 or not target.startswith(b"../../") or target[48:49] != b"/":
+    """'../xx/<gfid>/<name>' -> (parent gfid, name); None if it is not a handle link."""
+    if len(target) < 44 or not target.startswith(b"../") or target[42:43] != b"/":
         return None
     try:
-        pg = uuid.UUID(target[12:48].decode()).bytes
+        pg = uuid.UUID(target[6:42].decode()).bytes
     except ValueError:
         return None
-    name = target[49:]
+    name = target[43:]
     if not name or b"/" in name:
         return None
     return pg, name
+
+
+def _g2p(parent: bytes, name: bytes) -> tuple[str, bytes]:
+    """The gfid2path xattr (name, value) recording `name` in directory `parent`."""
+    return f"{XATTR_GFID2PATH}{zlib.crc32(parent + name):08x}", parent + name
 
 
 def _volume_uuid(volume_id: Any) -> bytes:
@@ -307,7 +315,7 @@ def _ensure_layout(path: str) -> None:
             pass
     handles = os.path.join(path, GVOL_DIR, "handles")
     if len(os.listdir(handles)) < 256:
-        for i in range(256):  # the first fan-out level; the second is made on demand
+        for i in range(256):  # the fan-out level
             try:
                 os.mkdir(os.path.join(handles, f"{i:02x}"), 0o700)
             except FileExistsError:
@@ -522,6 +530,15 @@ def _wrap(v: int, bits: int) -> int:
     return ((v + half) % (1 << bits)) - half
 
 
+# fops short enough to run in the event loop when the brick is otherwise idle (see _run): no
+# reads, fsyncs, truncates, allocations, directory listings or checksums, which can take long
+_INLINE_OK = frozenset(f"_do_{x}" for x in (
+    "lookup", "stat", "access", "open", "getxattr", "listxattr", "readlink", "setattr",
+    "fsetattr", "mknod", "mkdir", "symlink", "create", "link", "unlink", "rmdir", "rename",
+    "write", "setxattr", "fsetxattr", "removexattr", "xattrop", "opendir"))
+_INLINE_WRITE_MAX = 128 << 10
+
+
 # ---------------------------------------------------------------- the translator
 @register("storage/posix")
 class Posix(Translator):
@@ -535,6 +552,11 @@ class Posix(Translator):
         "brick-name": Option("str", "", doc="name used in logs"),
         "dir-cache-size": Option("int", 1024, min=16, max=1 << 20,
                                  doc="open directory fds kept for entry fops"),
+        "inline-when-idle": Option("bool", True,
+                                   doc="run a metadata fop (or a write of up to 128 KiB) in "
+                                   "the event loop itself when no other fop of this brick is "
+                                   "in a worker thread: a lone client's creates skip the "
+                                   "thread hop; concurrent fops still overlap in threads"),
     }
 
     def __init__(self, *a: Any, **kw: Any) -> None:
@@ -550,9 +572,11 @@ class Posix(Translator):
                              "uuid") from None
         self.brick_name = self.opts["brick-name"] or self.path
         self.limiter = trio.CapacityLimiter(self.opts["thread-count"])
+        self._inline_idle = self.opts["inline-when-idle"]
+        self._in_threads = 0  # fops of this brick now in worker threads
         self._dirs = _DirCache(self.opts["dir-cache-size"])
         # file gfid -> (parent gfid, name) it was last looked up by: open tries that name (its
-        # dentry is hot after the lookup) before the handle store (cold .gvol/handles/xx/yy
+        # dentry is hot after the lookup) before the handle store (cold .gvol/handles/xx
         # directories cost disk reads); the opened file's gfid xattr is checked
         self._names: dict[bytes, tuple[bytes, bytes]] = {}
         self._xlocks: dict[bytes, list] = {}
@@ -623,8 +647,18 @@ class Posix(Translator):
         return FopError(e.errno, f"{op}{what}: {e.strerror}")
 
     async def _run(self, fn, call: Call, req: Any) -> Any:
+        """`fn` in a worker thread; inline instead when nothing of this brick is in a thread
+        and `fn` is a short metadata fop (a hop costs ~100 us of CPU, more than such a fop's
+        syscalls; with a lone client the event loop has nothing else to do meanwhile)."""
         try:
-            return await trio.to_thread.run_sync(fn, call, req, limiter=self.limiter)
+            if (self._inline_idle and not self._in_threads and fn.__name__ in _INLINE_OK
+                    and len(getattr(req, "data", b"")) <= _INLINE_WRITE_MAX):
+                return fn(call, req)
+            self._in_threads += 1
+            try:
+                return await trio.to_thread.run_sync(fn, call, req, limiter=self.limiter)
+            finally:
+                self._in_threads -= 1
         except OSError as e:
             raise self._fail(fn.__name__[4:], req, e) from None
 
@@ -727,12 +761,12 @@ class Posix(Translator):
         return None, self._hpath + rel, st
 
     def _new_handle(self, g: bytes, make) -> None:
-        """Create the handle with `make(rel)`, making the two fan-out levels on demand."""
+        """Create the handle with `make(rel)` (its fan-out directory made if it went away)."""
         rel = _hrel(g)
         try:
             make(rel)
         except FileNotFoundError:
-            for d in (rel[:2], rel[:5]):
+            for d in (rel[:2],):
                 try:
                     os.mkdir(d, 0o700, dir_fd=self._hfd)
                 except FileExistsError:
@@ -790,7 +824,7 @@ class Posix(Translator):
                 if setting:
                     raise FopError(errno.EPERM, f"{name}: {XATTR_PREFIX}* xattrs are internal")
                 raise FopError(errno.ENODATA, f"{name}: no such xattr")
-            if setting and name in (XATTR_GFID, XATTR_VOLUME_ID):
+            if setting and name in (XATTR_GFID, XATTR_VOLUME_ID, XATTR_PATH):
                 raise FopError(errno.EPERM, f"{name} cannot be changed by a fop")
         elif not name.startswith(_XATTR_NS):
             raise FopError(errno.EOPNOTSUPP, f"xattr namespace of {name!r} is not supported "
@@ -818,13 +852,17 @@ class Posix(Translator):
                     fmt: int) -> None:
         """Set gfid + xattrs, owner and exact mode on a new object (fd or staging path)."""
         isfd = type(target) is int
+        xattrs = dict(req.xattrs or {})
+        if fmt != S.S_IFDIR:
+            k, v = _g2p(req.parent, req.name)
+            xattrs[k] = v
         if isfd:
             os.setxattr(target, XATTR_GFID, req.gfid)
-            for k, v in (req.xattrs or {}).items():
+            for k, v in xattrs.items():
                 os.setxattr(target, k, v)
         else:
             os.setxattr(target, XATTR_GFID, req.gfid, follow_symlinks=False)
-            for k, v in (req.xattrs or {}).items():
+            for k, v in xattrs.items():
                 os.setxattr(target, k, v, follow_symlinks=False)
         chowned = call.uid != 0 or gid != 0
         if chowned:
@@ -1197,6 +1235,7 @@ class Posix(Translator):
             rel = _hrel(req.gfid)
             os.link(rel, req.newname, src_dir_fd=self._hfd, dst_dir_fd=pe.fd,
                     follow_symlinks=False)
+            self._name_added(req.gfid, req.newparent, req.newname)
             return EntryRep(_iatt(req.gfid, os.stat(rel, dir_fd=self._hfd,
                                                     follow_symlinks=False)), None)
         finally:
@@ -1280,11 +1319,15 @@ class Posix(Translator):
         renameat2(ofd, req.oldname, nfd, req.newname, req.flags)
         if sg is not None and S.S_ISDIR(sst.st_mode):
             self._relink_dir(sg, req.newparent, req.newname)
+        elif sg is not None:
+            self._name_added(sg, req.newparent, req.newname, (req.oldparent, req.oldname))
         if tst is None or tg is None:
             return EMPTY
         if req.flags & RENAME_EXCHANGE:
             if S.S_ISDIR(tst.st_mode):
                 self._relink_dir(tg, req.oldparent, req.oldname)
+            else:
+                self._name_added(tg, req.oldparent, req.oldname, (req.newparent, req.newname))
         elif S.S_ISDIR(tst.st_mode):
             self._dirs.drop(tg)
             try:
@@ -1294,6 +1337,68 @@ class Posix(Translator):
         else:
             self._drop_handle_if_last(tg)
         return EMPTY
+
+    def _name_added(self, g: bytes, parent: bytes, name: bytes,
+                    gone: tuple[bytes, bytes] | None = None) -> None:
+        """Record a new name of non-directory `g` in its gfid2path xattrs (and forget `gone`).
+        Only heal info reads them; a failure here must not fail the fop that made the name."""
+        hp = self._habs(g)
+        try:
+            if gone is not None:
+                try:
+                    os.removexattr(hp, _g2p(*gone)[0], follow_symlinks=False)
+                except OSError as e:
+                    if e.errno != errno.ENODATA:
+                        raise
+            k, v = _g2p(parent, name)
+            os.setxattr(hp, k, v, follow_symlinks=False)
+        except OSError as e:
+            log.warning("brick %s: cannot record the name %r of %s: %s", self.brick_name, name,
+                        _gs(g), e)
+
+    def _path_of(self, g: bytes) -> bytes:
+        """The path of `g` on this brick: a directory's from its handle symlinks, a file's from
+        its gfid2path xattrs (the first name still in place)."""
+        parts: list[bytes] = []
+        cur = g
+        for _ in range(4096):
+            if cur == ROOT_GFID:
+                return b"/" + b"/".join(reversed(parts))
+            rel = _hrel(cur)
+            try:
+                st = os.stat(rel, dir_fd=self._hfd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise FopError(errno.ENOENT, f"no object with gfid {_gs(cur)}") from None
+            if S.S_ISLNK(st.st_mode) and st.st_nlink == 1:  # a directory's handle
+                link = _parse_dir_link(os.readlink(rel, dir_fd=self._hfd))
+                if link is None:
+                    raise FopError(errno.EIO, f"bad directory handle for {_gs(cur)}")
+                cur, name = link
+                parts.append(name)
+                continue
+            hp = self._habs(cur)
+            for k in os.listxattr(hp, follow_symlinks=False):
+                if not k.startswith(XATTR_GFID2PATH):
+                    continue
+                v = os.getxattr(hp, k, follow_symlinks=False)
+                pg, name = v[:16], v[16:]
+                try:
+                    pe = self._dir(pg)
+                except (FopError, OSError):
+                    continue
+                try:
+                    here = self._entry_gfid(pe.fd, name) == cur
+                except OSError:
+                    here = False
+                finally:
+                    self._rel(pe)
+                if here:
+                    parts.append(name)
+                    cur = pg
+                    break
+            else:
+                raise FopError(errno.ENOENT, f"no name of {_gs(cur)} is known on this brick")
+        raise FopError(errno.ELOOP, f"the path of {_gs(g)} is too deep")
 
     def _relink_dir(self, g: bytes, parent: bytes, name: bytes) -> None:
         rel = _hrel(g)
@@ -1634,6 +1739,10 @@ class Posix(Translator):
         return await self._fast(self._do_getxattr, call, req)
 
     def _do_getxattr(self, call: Call, req, inline: bool = False) -> XattrRep:
+        if req.name == XATTR_PATH:
+            if inline:
+                raise _WOULD_BLOCK
+            return XattrRep(self._path_of(req.gfid))
         e, p, _ = self._resolve(req.gfid, inline)
         try:
             if e is not None:
