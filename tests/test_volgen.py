@@ -30,11 +30,13 @@ def test_client_volfile_shape():
     vol = make_vol(n=3)
     specs = parse(volgen.client_volfile(vol))
     assert [s.name for s in specs] == ["vol1-client-0", "vol1-client-1", "vol1-client-2",
-                                       "vol1-dht", "vol1"]
-    assert [s.type for s in specs] == ["protocol/client"] * 3 + ["cluster/dht", "debug/io-stats"]
+                                       "vol1-dht", "vol1-create-behind", "vol1"]
+    assert [s.type for s in specs] == ["protocol/client"] * 3 + [
+        "cluster/dht", "performance/create-behind", "debug/io-stats"]
     s = by_name(specs)
     assert s["vol1-dht"].subvolumes == ["vol1-client-0", "vol1-client-1", "vol1-client-2"]
-    assert s["vol1"].subvolumes == ["vol1-dht"]
+    assert s["vol1-create-behind"].subvolumes == ["vol1-dht"]
+    assert s["vol1"].subvolumes == ["vol1-create-behind"]
     c1 = s["vol1-client-1"].options
     assert c1 == {"remote-host": "server1", "remote-port": "49153",
                   "remote-subvolume": "/data/brick 1", "volume-name": "vol1",
@@ -154,8 +156,9 @@ def test_generated_brick_volfile_builds(tmp_path):
 
 
 def test_generated_client_volfile_builds():
-    _installed("protocol/client", "cluster/dht", "debug/io-stats")
-    opts = {"network.ping-timeout": "3", "diagnostics.latency-measurement": "off"}
+    _installed("protocol/client", "cluster/dht", "debug/io-stats", "performance/create-behind")
+    opts = {"network.ping-timeout": "3", "diagnostics.latency-measurement": "off",
+            "performance.create-behind-size": "65536"}
     for k in ("cluster.lookup-optimize", "cluster.min-free-disk"):
         if k in volgen.available_options():
             opts[k] = "off" if k.endswith("optimize") else "5%"
@@ -163,7 +166,9 @@ def test_generated_client_volfile_builds():
     top = build(volgen.client_volfile(vol))
     assert top.type_name == "debug/io-stats"
     assert top.name == "vol1"
-    assert [c.name for c in top.children[0].children] == [
+    cb = top.children[0]
+    assert cb.type_name == "performance/create-behind" and cb.max_size == 65536
+    assert [c.name for c in cb.children[0].children] == [
         "vol1-client-0", "vol1-client-1", "vol1-client-2"]
 
 

@@ -170,6 +170,9 @@ class LinkReq:
 
 @dataclass(frozen=True, slots=True)
 class CreateReq:
+    """Create and open a regular file. `data` is its first content, written before the name
+    appears; with `close` the brick keeps no fd (the reply's fd is None): a whole small file
+    in one request (performance/create-behind sends these)."""
     parent: bytes
     name: bytes
     flags: int
@@ -178,6 +181,8 @@ class CreateReq:
     umask: int = 0
     xattrs: dict | None = None
     xdata: dict | None = None
+    data: bytes = b""
+    close: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +376,7 @@ class ReadlinkRep:
 @dataclass(frozen=True, slots=True)
 class CreateRep:
     iatt: Iatt
-    fd: Fd
+    fd: Fd | None  # None after CreateReq.close
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,7 +471,7 @@ FOP_LIST: tuple[Fop, ...] = (
     Fop("symlink", 12, _E, SymlinkReq, EntryRep, modifies=True),
     Fop("rename", 13, _E, RenameReq, Empty, modifies=True),
     Fop("link", 14, _E, LinkReq, EntryRep, modifies=True),
-    Fop("create", 15, _E, CreateReq, CreateRep, modifies=True),
+    Fop("create", 15, _E, CreateReq, CreateRep, modifies=True, req_bulk="data"),
     Fop("open", 16, _I, OpenReq, OpenRep, rep_bulk="data"),
     Fop("read", 17, _F, ReadReq, ReadRep, rep_bulk="data"),
     Fop("write", 18, _F, WriteReq, WriteRep, modifies=True, req_bulk="data"),

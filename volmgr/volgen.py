@@ -25,6 +25,9 @@ Client graph, bottom-up (served to mounts by getspec):
                                        bricks), afr-pending-xattr = its clients' names,
                                        arbiter-count, quorum and heal options]
     <V>-dht          cluster/dht       subvolumes: every <V>-replicate-K (or <V>-client-N)
+    <V>-create-behind performance/create-behind  (a new small file reaches the bricks in one
+                                       request at close; performance.create-behind off: a
+                                       pass-through)
     <V>              debug/io-stats    (top, named after the volume)
 """
 from __future__ import annotations
@@ -52,6 +55,7 @@ DHT = "cluster/dht"
 REPLICATE = "cluster/replicate"
 INDEX = "features/index"
 ARBITER = "features/arbiter"
+CREATE_BEHIND = "performance/create-behind"
 
 _MODULES = {
     POSIX: "translators.storage.posix",
@@ -63,6 +67,7 @@ _MODULES = {
     REPLICATE: "translators.cluster.afr",
     INDEX: "translators.features.index",
     ARBITER: "translators.features.arbiter",
+    CREATE_BEHIND: "translators.performance.create_behind",
 }
 
 DEFAULT_LISTEN_HOST = "0.0.0.0"
@@ -157,6 +162,11 @@ OPTIONS: dict[str, VolOption] = {o.key: o for o in [
               "client", "heals a client runs at once in the background"),
     VolOption("cluster.read-policy", REPLICATE, "read-policy", "client",
               "which good copy serves reads: gfid-hash (spread) or first"),
+    VolOption("performance.create-behind", CREATE_BEHIND, "enable", "client",
+              "a new file's create and its first writes (up to create-behind-size) go to the "
+              "bricks as one request at close; errors of the create come at close"),
+    VolOption("performance.create-behind-size", CREATE_BEHIND, "max-size", "client",
+              "most bytes of a new file gathered before it is created anyway"),
     VolOption("cluster.self-heal-daemon", None, None, "daemon",
               "gvold crawls the heal indices by itself (periodically and when a brick starts)",
               Option("bool", True)),
@@ -335,8 +345,10 @@ def client_specs(vol: dict[str, Any]) -> list[VolumeSpec]:
         specs.extend(sets)
         subvols = [s.name for s in sets]
     dht = VolumeSpec(f"{name}-dht", DHT, _set_options(vol, DHT, "client"), subvols)
-    top = VolumeSpec(name, IO_STATS, _set_options(vol, IO_STATS, "client"), [dht.name])
-    return [*specs, dht, top]
+    cb = VolumeSpec(f"{name}-create-behind", CREATE_BEHIND,
+                    _set_options(vol, CREATE_BEHIND, "client"), [dht.name])
+    top = VolumeSpec(name, IO_STATS, _set_options(vol, IO_STATS, "client"), [cb.name])
+    return [*specs, dht, cb, top]
 
 
 def brick_volfile(vol: dict[str, Any], brick: dict[str, Any]) -> str:

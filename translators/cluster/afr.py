@@ -35,7 +35,10 @@ the set in parallel (one task per brick, each recording its own reply or errno):
 - A new file or directory is created with its lock already granted to us (the brick takes it with
   the create: `lock.inodelk`/`lock.entrylk` in xdata), so its first writes, or the creates inside a
   new directory, need no lock round trip either. It is created with counters accusing the bricks
-  that are not in the transaction, so heal knows to copy its data and attributes there.
+  that are not in the transaction, so heal knows to copy its data and attributes there. A create
+  that brings the file's whole content and keeps no fd (CreateReq.close, from
+  performance/create-behind) needs neither the lock nor the dirty mark: each brick writes it
+  whole before the name appears.
 Cost on replica 3 with every brick up: a stream of writes to one file, or of creates in one
 directory, costs one round trip per fop; a lookup is one round trip; a lock, when one is needed,
 one more; the post-op + unlock one per lock lifetime, off the fop's path.
@@ -1446,12 +1449,13 @@ class Replicate(Translator):
         ccall = _internal(call, self.owner if self.eager else call.lk_owner)
         # files and directories come with their lock (their first writes / creates inside
         # need none of their own); symlinks and special files are rarely changed again
-        locked = self.eager and fop in ("create", "mkdir")
+        closed = fop == "create" and req.close  # a whole small file: no fd, no lock after
+        locked = self.eager and fop in ("create", "mkdir") and not closed
         lock_key = (XD_LOCK_ENTRY if is_dir else XD_LOCK_INODE) if locked else None
         made: list[Any] = [req]
         # a new file is born dirty for data (its first writes need no pre-op of their own:
         # the post-op when it is closed clears it)
-        born_dirty = M_DATA if fop == "create" and self.eager else 0
+        born_dirty = M_DATA if fop == "create" and self.eager and not closed else 0
 
         def prepare(targets: int) -> None:
             mark = self._entry_mark(targets, slots) or {}
@@ -1479,6 +1483,8 @@ class Replicate(Translator):
         self._remember(InodeState(gfid, typ, ok, [ok, ok, ok], [notok, notok, notok],
                                   [False, False, False], bool(notok)))
         i = self._reply_iatt(res, ok, gfid)
+        if closed:
+            return CreateRep(res[i].iatt, None)
         if fop == "create":
             fds: list[Fd | None] = [r.fd if isinstance(r, CreateRep) else None for r in res]
             return CreateRep(res[i].iatt, self._new_fd(gfid, req.flags, False, fds))

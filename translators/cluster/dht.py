@@ -881,7 +881,8 @@ class Distribute(Translator):
 
     async def create(self, call: Call, req: Any) -> CreateRep:
         rep, t = await self._new_entry("create", call, req)
-        rep.fd.ctx[self] = t
+        if rep.fd is not None:
+            rep.fd.ctx[self] = t
         return rep
 
     async def mknod(self, call: Call, req: Any) -> EntryRep:

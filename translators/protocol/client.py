@@ -334,7 +334,7 @@ class Client(Translator):
                 self._unprefetch(req.gfid, token)
             elif self._prefetched and (fop.modifies or op == _OP_LK):
                 self._stale(fop, req)  # again: an open may have raced with it
-        if op in _OPENS:
+        if op in _OPENS and rep.fd is not None:  # (a create with `close` leaves no fd)
             fd = rep.fd
             if op == _OP_OPEN:
                 fd.gfid = req.gfid

@@ -270,6 +270,25 @@ def _parse_dir_link(target: bytes) -> tuple[bytes, bytes] | None:
     return pg, name
 
 
+def _pwrite_all(fd: int, data: bytes, off: int) -> int:
+    """pwrite until everything is written or the disk takes no more; -> bytes written."""
+    n = os.pwrite(fd, data, off)
+    if n < len(data):
+        mv = memoryview(data)
+        while n < len(data):
+            w = os.pwrite(fd, mv[n:], off + n)
+            if w <= 0:
+                break
+            n += w
+    return n
+
+
+def _write_first(fd: int, data: bytes) -> None:
+    """The content a create brings (CreateReq.data): all of it, or the create fails."""
+    if _pwrite_all(fd, data, 0) < len(data):
+        raise OSError(errno.ENOSPC, "no space left for the file's content")
+
+
 def _g2p(parent: bytes, name: bytes) -> tuple[str, bytes]:
     """The gfid2path xattr (name, value) recording `name` in directory `parent`."""
     return f"{XATTR_GFID2PATH}{zlib.crc32(parent + name):08x}", parent + name
@@ -1176,6 +1195,8 @@ class Posix(Translator):
             handle = False
             try:
                 self._finish_new(call, req, fd, gid, mode, S.S_IFREG)
+                if req.data:  # before the name exists: no one sees it half written
+                    _write_first(fd, req.data)
                 src = b"/proc/self/fd/%d" % fd
                 self._new_handle(req.gfid, lambda rel: os.link(
                     src, rel, dst_dir_fd=self._hfd, follow_symlinks=True))
@@ -1186,6 +1207,9 @@ class Posix(Translator):
                     raise FopError(errno.EEXIST, f"create {req.name!r}: exists") from None
                 handle = False  # in place: from here on nothing is rolled back
                 st = os.fstat(fd)
+                if req.close:
+                    os.close(fd)
+                    return CreateRep(_iatt(req.gfid, st), None)
                 if flags & (os.O_SYNC | os.O_DSYNC | os.O_APPEND | os.O_NOATIME):
                     nfd = os.open(src, os.O_RDWR | os.O_CLOEXEC | flags)
                     os.close(fd)
@@ -1212,6 +1236,8 @@ class Posix(Translator):
             raise FopError(errno.EEXIST, f"create {req.name!r}: exists") from None
         try:
             self._finish_new(call, req, fd, gid, mode, S.S_IFREG)
+            if req.data:
+                _write_first(fd, req.data)
             self._new_handle(req.gfid, lambda rel: os.link(
                 req.name, rel, src_dir_fd=pfd, dst_dir_fd=self._hfd, follow_symlinks=False))
             st = os.fstat(fd)
@@ -1219,6 +1245,9 @@ class Posix(Translator):
             os.unlink(req.name, dir_fd=pfd)
             os.close(fd)
             raise
+        if req.close:
+            os.close(fd)
+            return CreateRep(_iatt(req.gfid, st), None)
         return CreateRep(_iatt(req.gfid, st), Fd(req.gfid, req.flags, False, {self: fd}))
 
     async def link(self, call: Call, req):
@@ -1560,15 +1589,7 @@ class Posix(Translator):
 
     def _do_write(self, call: Call, req) -> WriteRep:
         fd = self._osfd(req.fd)
-        data = req.data
-        n = os.pwrite(fd, data, req.offset)
-        if n < len(data):
-            mv = memoryview(data)
-            while n < len(data):
-                w = os.pwrite(fd, mv[n:], req.offset + n)
-                if w <= 0:
-                    break
-                n += w
+        n = _pwrite_all(fd, req.data, req.offset)
         st = os.fstat(fd)
         if call.uid != 0 and st.st_mode & (S.S_ISUID | S.S_ISGID):
             # the kernel spares writes of root (our brick process): clear them as it would for
