@@ -79,6 +79,29 @@ def small_create(d: str, n: int) -> dict:
     return {"ops": n, "seconds": dt}
 
 
+def small_create_trunc(d: str, n: int) -> dict:
+    """Like small_create, but opened as most programs and the shell's `>` do:
+    O_CREAT|O_TRUNC, no O_EXCL. The files are removed afterwards (not timed)."""
+    sub = os.path.join(d, "smallw")
+    os.mkdir(sub)
+    data = os.urandom(SMALL)
+    names = _small_names(n)
+    t0 = time.perf_counter()
+    for name in names:
+        fd = os.open(os.path.join(sub, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    dt = time.perf_counter() - t0
+    for name in names:
+        if os.stat(os.path.join(sub, name)).st_size != SMALL:
+            raise SystemExit(f"small-create-trunc: {name} is not {SMALL} bytes")
+        os.unlink(os.path.join(sub, name))
+    os.rmdir(sub)
+    return {"ops": n, "seconds": dt}
+
+
 def small_stat(d: str, n: int) -> dict:
     sub = os.path.join(d, "small")
     names = _small_names(n)
@@ -193,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "seq-write": lambda: seq_write(a.dir, a.size_mib),
         "seq-read": lambda: seq_read(a.dir, a.size_mib),
         "small-create": lambda: small_create(a.dir, a.n),
+        "small-create-trunc": lambda: small_create_trunc(a.dir, a.n),
         "small-stat": lambda: small_stat(a.dir, a.n),
         "small-ls": lambda: small_ls(a.dir, a.n),
         "small-read": lambda: small_read(a.dir, a.n),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from afrenv import FS, Replica, changelog, index_names, run, tree
 
 from translators.fops import (
@@ -161,8 +162,82 @@ def test_a_flush_of_a_dup_then_more_writes(tmp_path: Path) -> None:
     run(t)
 
 
+def test_o_excl_held_only_with_its_name_reserved(tmp_path: Path) -> None:
+    """An O_EXCL create is held back when the kernel's lookup found the name absent under this
+    client's lock on the directory: another client's create of that name waits for ours and
+    fails with EEXIST. Without such a lookup it is made at once."""
+    async def t() -> None:
+        e = Env(tmp_path)
+        other = e.r.client()
+        excl = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        async with trio.open_nursery() as n:
+            await e.start(n)
+            d = await e.fs.mkdir("/d")  # made with this client's lock on it
+            with pytest.raises(FopError) as ei:
+                await e.cb.lookup(ROOT_CALL, LookupReq(d, b"x"))
+            assert ei.value.errno == errno.ENOENT
+            e.clear()
+            rep = await e.create(d, b"x", excl)
+            await e.cb.write(ROOT_CALL, WriteReq(rep.fd, 0, b"ours"))
+            assert not any((b.path / "d" / "x").exists() for b in e.r.bricks)
+            done: list[int] = []
+
+            async def theirs() -> None:
+                try:
+                    await other.create(ROOT_CALL, CreateReq(d, b"x", excl, 0o644, new_gfid()))
+                except FopError as err:
+                    done.append(err.errno)
+                else:
+                    done.append(0)
+            n.start_soon(theirs)
+            await trio.testing.wait_all_tasks_blocked()
+            assert done == []  # waits for the directory lock our reservation keeps
+            await e.cb.flush(ROOT_CALL, FdReq(rep.fd))
+            await e.cb.release(ROOT_CALL, FdReq(rep.fd))
+            with trio.fail_after(30):
+                while not done:
+                    await trio.sleep(0.02)
+            assert done == [errno.EEXIST]
+            for b in e.r.bricks:
+                assert (b.path / "d" / "x").read_bytes() == b"ours"
+            for c in e.calls():
+                assert c.get("create") == 1 and not c.get("write"), c
+            # no lookup under the lock first: made at once
+            rep = await e.create(d, b"y", excl)
+            assert all((b.path / "d" / "y").exists() for b in e.r.bricks)
+            await e.cb.release(ROOT_CALL, FdReq(rep.fd))
+            await e.afr.settle()
+            await other.settle()
+            consistent(e.r)
+            n.cancel_scope.cancel()
+    run(t)
+
+
+def test_a_file_held_too_long_goes_out(tmp_path: Path) -> None:
+    """A file kept open past max-hold is created with what was gathered, and stays open."""
+    async def t() -> None:
+        e = Env(tmp_path, **{"max-hold": "0.1"})
+        async with trio.open_nursery() as n:
+            await e.start(n)
+            rep = await e.create(ROOT_GFID, b"slow")
+            await e.cb.write(ROOT_CALL, WriteReq(rep.fd, 0, b"part one, "))
+            with trio.fail_after(30):
+                while not (e.r.bricks[0].path / "slow").exists():
+                    await trio.sleep(0.02)
+            await e.cb.write(ROOT_CALL, WriteReq(rep.fd, 10, b"part two"))
+            await e.cb.flush(ROOT_CALL, FdReq(rep.fd))
+            await e.cb.release(ROOT_CALL, FdReq(rep.fd))
+            await e.afr.settle()
+            for b in e.r.bricks:
+                assert (b.path / "slow").read_bytes() == b"part one, part two"
+            consistent(e.r)
+            n.cancel_scope.cancel()
+    run(t)
+
+
 def test_not_held_back(tmp_path: Path) -> None:
-    """O_EXCL, set-group-id directories, big files, and `enable off`: created at once."""
+    """O_EXCL without a reservation, set-group-id directories, big files, and `enable off`:
+    created at once."""
     async def t() -> None:
         e = Env(tmp_path, **{"max-size": "4096"})
         off = CreateBehind("cb-off", {"enable": "off"}, [e.afr])

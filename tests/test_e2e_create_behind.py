@@ -47,8 +47,19 @@ def test_small_file_whole_at_close_and_errors_at_close(node: GvolNode) -> None:
         want["big"] = os.urandom(600_000)
         for name, data in want.items():
             (m1 / "d" / name).write_bytes(data)
+        for i in range(20):  # as cp and tar create: O_EXCL
+            name = f"x{i}"
+            want[name] = os.urandom(i * 211)
+            fd = os.open(m1 / "d" / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                os.write(fd, want[name])
+            finally:
+                os.close(fd)
         for b in bricks:
             assert {n: (b / "d" / n).read_bytes() for n in want} == want, b
+        for m in (m1, m2):
+            with pytest.raises(FileExistsError):
+                os.open(m / "d" / "x3", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         # the directory is removed by another client before close(): close() says so
         (m1 / "gone").mkdir()
         wait_for(lambda: (m2 / "gone").is_dir(), 10, "the other mount to see the directory")

@@ -32,6 +32,14 @@ XATTR_PATH = XATTR_PREFIX + "path"
 # when it unlinks on the strength of an earlier lookup instead of a fresh one.
 XDATA_EXPECT_GFID = "gvol.expect-gfid"
 
+# Name reservations of performance/create-behind, kept by cluster/replicate in the client and
+# never sent to a brick: an entrylk in RESERVE_DOMAIN on (parent, name) is granted while this
+# client's eager lock on the directory is held and a lookup under it found the name absent on
+# every brick (no one else can create it meanwhile: an O_EXCL create may then wait until
+# close); the create that carries XDATA_RESERVED uses that lock and ends the reservation.
+RESERVE_DOMAIN = "gvol.create-behind"
+XDATA_RESERVED = "gvol.reserved"
+
 # Internal callers (DHT, AFR, heal, rebalance) use negative pids, as GlusterFS does;
 # only they may touch trusted.gvol.* xattrs.
 PID_INTERNAL = -1

@@ -121,6 +121,8 @@ from ..fops import (
 from ..lru import LRU
 from ..types import (
     PID_INTERNAL,
+    RESERVE_DOMAIN,
+    XDATA_RESERVED,
     Call,
     Fd,
     FopError,
@@ -223,6 +225,7 @@ class _Lock:
     done: trio.Event = field(default_factory=trio.Event)
     changed: trio.Event = field(default_factory=trio.Event)
     wake: trio.Event = field(default_factory=trio.Event)
+    absent: set[bytes] = field(default_factory=set)  # names looked up absent under it
 
     def __post_init__(self) -> None:
         self.dirty = [0] * self.n
@@ -331,6 +334,8 @@ class Replicate(Translator):
         self.inodes: LRU = LRU(_CACHE)
         self.names: LRU = LRU(_CACHE)  # gfid -> (parent, name) it was last looked up by
         self._locks: dict[tuple[bytes, bool], _Lock] = {}
+        # (parent, name) -> the entry lock a reservation (RESERVE_DOMAIN) holds a use of
+        self._reserved: dict[tuple[bytes, bytes], _Lock] = {}
         self._nfds: dict[bytes, int] = {}
         self._nursery: trio.Nursery | None = None
         self._heal_limit = trio.CapacityLimiter(max(o["background-self-heal-count"], 1))
@@ -654,7 +659,12 @@ class Replicate(Translator):
             raise FopError(errno.ENOTCONN, f"{self.name}: every brick is down")
         icall = _internal(call)
         lreq = replace(req, xattrs=self._with_keys(req.xattrs))
+        lk0 = self._dir_held(req.parent) if req.name is not None else None
         res = await self._fan(up, lambda i: self.children[i].lookup(icall, lreq))
+        if lk0 is not None and self._dir_held(req.parent) is lk0 and all(
+                isinstance(res[i], FopError) and res[i].errno == errno.ENOENT for i in bits(up)):
+            # absent on every brick, all the while this client's lock kept others out
+            lk0.absent.add(req.name)
         if req.name is None:
             st = self.inspect(res, req.gfid)
             if st is None:
@@ -1244,16 +1254,20 @@ class Replicate(Translator):
     async def _txn(self, call: Call, parts: list[_Part], what: str,
                    run: Callable[[int, dict | None], Awaitable[Any]],
                    data_gfid: bytes | None = None,
-                   prepare: Callable[[int], None] | None = None) -> tuple[list[Any], int]:
+                   prepare: Callable[[int], None] | None = None,
+                   entered: _Lock | None = None) -> tuple[list[Any], int]:
         """lock -> pre-op -> op -> post-op on every locked brick; -> (per-brick results, mask
-        of bricks that succeeded). Raises the fop's error, EROFS without quorum."""
-        up = self._upmask()
-        if not self.quorum(up):
-            raise self._no_quorum(up, what)
-        parts = sorted(parts, key=lambda p: (p.gfid, p.entry))
+        of bricks that succeeded). Raises the fop's error, EROFS without quorum. `entered`:
+        the lock of the first part, already joined (a name reservation)."""
         held: list[tuple[_Lock, _Part]] = []
+        if entered is not None:
+            held.append((entered, parts[0]))
+        up = self._upmask()
         try:
-            for p in parts:
+            if not self.quorum(up):
+                raise self._no_quorum(up, what)
+            for p in sorted(parts[1:] if entered is not None else parts,
+                            key=lambda p: (p.gfid, p.entry)):
                 if held and held[-1][0].gfid == p.gfid and held[-1][0].entry == p.entry:
                     raise AssertionError("one lock twice in a transaction")
                 held.append((await self._enter(p), p))
@@ -1296,6 +1310,8 @@ class Replicate(Translator):
             for lk, p in held:
                 for i in bits(ok):
                     lk.dirty[i] |= p.slots
+                if lk.entry:
+                    lk.absent.difference_update(p.key)  # names it made exist
             for lk, j, need in blames:
                 lk.blamed[j] |= need
             left_out = self.all_mask & ~targets
@@ -1445,6 +1461,11 @@ class Replicate(Translator):
         granted to us and with counters accusing the bricks it is not made on."""
         is_dir = fop == "mkdir"
         part = _Part(req.parent, True, (req.name,), M_ENTRY, XD_PARENT)
+        entered = None
+        if req.xdata and XDATA_RESERVED in req.xdata:
+            entered = self._reserved.pop((req.parent, req.name), None)
+            rest = {k: v for k, v in req.xdata.items() if k != XDATA_RESERVED}
+            req = replace(req, xdata=rest or None)
         # internal: the counters it is made with are trusted.gvol.* xattrs
         ccall = _internal(call, self.owner if self.eager else call.lk_owner)
         # files and directories come with their lock (their first writes / creates inside
@@ -1471,7 +1492,8 @@ class Replicate(Translator):
                                                                         xdata=_xdata(req, xd)))
 
         res, ok = await self._txn(call, [part], f"{fop} {req.name!r} in "
-                                  f"{gfid_str(req.parent)}", run, prepare=prepare)
+                                  f"{gfid_str(req.parent)}", run, prepare=prepare,
+                                  entered=entered)
         gfid = req.gfid
         if locked:
             self._adopt(gfid, is_dir, ok, born_dirty)
@@ -1605,7 +1627,36 @@ class Replicate(Translator):
         return await self._serial("inodelk", call, req, False)
 
     async def entrylk(self, call: Call, req: Any) -> Any:
+        if req.domain == RESERVE_DOMAIN:
+            return self._reserve(req)
         return await self._serial("entrylk", call, req, False)
+
+    # ------------------------------------------------------------ name reservations
+    def _dir_held(self, parent: bytes | None) -> _Lock | None:
+        """This client's eager entry lock on `parent`, if it is held on every up brick."""
+        lk = self._locks.get((parent, True)) if parent is not None else None
+        up = self._upmask()
+        if (lk is None or lk.state != HELD or lk.draining or lk.held & up != up
+                or lk.good & up != up or not self.quorum(up)):
+            return None
+        return lk
+
+    def _reserve(self, req: Any) -> Any:
+        """RESERVE_DOMAIN (see translators/types.py): answered here, never by a brick."""
+        k = (req.parent, req.name)
+        if req.cmd == ENTRYLK_UNLOCK:
+            lk = self._reserved.pop(k, None)
+            if lk is not None:
+                self._leave(lk, (req.name,))
+            return EMPTY
+        lk = self._dir_held(req.parent)
+        if (lk is None or req.name not in lk.absent or k in self._reserved
+                or any(_conflict(True, (req.name,), o) for o in lk.keys)):
+            raise FopError(errno.EAGAIN, f"{self.name}: cannot reserve {req.name!r}")
+        lk.users += 1  # a use of the lock: it stays held until the create or the unlock
+        lk.keys.append((req.name,))
+        self._reserved[k] = lk
+        return EMPTY
 
     async def xattrop(self, call: Call, req: Any) -> Any:
         up = self._upmask()

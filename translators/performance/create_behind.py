@@ -20,12 +20,21 @@ What an application sees:
   write-behind reports write errors; close() returning 0 means the file is on the bricks;
 - other clients see the file once it is closed (or made real), like NFS's close-to-open;
 - a name that appears meanwhile on another client wins the create, and the content is written
-  into that file, as open(O_CREAT|O_TRUNC) would have done.
+  into that file, as open(O_CREAT|O_TRUNC) would have done (an O_EXCL create cannot meet this:
+  its name is reserved).
 
-Not held back: O_EXCL creates (their atomic check is the point), O_APPEND/O_SYNC/O_DSYNC/
-O_DIRECT opens, set-id modes, creates with xattrs or xdata of some translator above, creates in a
-set-group-id directory (the group would differ) and in directories whose mode this translator has
-not seen within `dir-ttl` seconds (it asks then), and internal (pid < 0) calls.
+O_EXCL creates (cp, tar, lock files) are held back only when their name is reserved below
+(an entrylk in RESERVE_DOMAIN, answered by cluster/replicate without a round trip): while this
+client holds its eager lock on the directory and the lookup the kernel made just before found the
+name on no brick, no other client can create it until our create arrives, so open() may return
+success at once. Otherwise (no replication, no lock held, a brick missing) the create is made at
+once, as without this translator. A file still open after `max-hold` seconds is created then
+(with what was gathered), so reservations and invisibility stay short.
+
+Not held back: O_APPEND/O_SYNC/O_DSYNC/O_DIRECT opens, read-only opens, set-id modes, creates
+with xattrs or xdata of some translator above, creates in a set-group-id directory (the group
+would differ), and internal (pid < 0) calls. A directory's mode is asked for when it was not seen
+within `dir-ttl` seconds.
 """
 from __future__ import annotations
 
@@ -41,8 +50,11 @@ import trio
 
 from ..fops import (
     EMPTY,
+    ENTRYLK_LOCK_NB,
+    ENTRYLK_UNLOCK,
     FOPS,
     CreateRep,
+    EntrylkReq,
     FdReq,
     Fop,
     InodeReq,
@@ -52,25 +64,28 @@ from ..fops import (
     WriteReq,
 )
 from ..lru import LRU
-from ..types import Call, Fd, FopError, Iatt, gfid_str
+from ..types import RESERVE_DOMAIN, XDATA_RESERVED, Call, Fd, FopError, Iatt, gfid_str
 from ..xlator import Option, Translator, register
 
 log = logging.getLogger(__name__)
 
 HELD, OPEN, CLOSED, FAILED = range(4)
-_NOT_HELD = os.O_EXCL | os.O_APPEND | os.O_SYNC | os.O_DSYNC | getattr(os, "O_DIRECT", 0)
+_NOT_HELD = os.O_APPEND | os.O_SYNC | os.O_DSYNC | getattr(os, "O_DIRECT", 0)
 _REOPEN_STRIP = os.O_CREAT | os.O_EXCL | os.O_TRUNC
 
 
 class _Held:
     """One file created through this translator, from its create to its release."""
 
-    __slots__ = ("call", "data", "err", "iatt", "lock", "real", "req", "state")
+    __slots__ = ("born", "call", "data", "err", "iatt", "lock", "real", "req", "reserved",
+                 "state")
 
-    def __init__(self, call: Call, req: Any, iatt: Iatt) -> None:
+    def __init__(self, call: Call, req: Any, iatt: Iatt, reserved: bool) -> None:
         self.call = call
         self.req = req
         self.iatt = iatt
+        self.reserved = reserved  # an O_EXCL create: its name is reserved below
+        self.born = time.monotonic()
         self.data = bytearray()
         self.state = HELD
         self.real: Fd | None = None  # the fd below, once the file went out with one
@@ -88,6 +103,8 @@ class CreateBehind(Translator):
                             doc="most files held back at one time"),
         "dir-ttl": Option("float", 1.0, min=0.0, max=60.0,
                           doc="seconds a directory's mode (set-group-id or not) is trusted"),
+        "max-hold": Option("float", 1.0, min=0.05, max=60.0,
+                           doc="seconds after which a file still open is created anyway"),
     }
 
     def __init__(self, *a: Any, **kw: Any) -> None:
@@ -97,6 +114,7 @@ class CreateBehind(Translator):
         self.max_size = o["max-size"]
         self.max_files = o["max-files"]
         self.dir_ttl = o["dir-ttl"]
+        self.max_hold = o["max-hold"]
         self.unsent: dict[bytes, _Held] = {}  # gfid -> file still held back
         self.dirs: LRU[bytes, tuple[float, int]] = LRU(4096)  # dir gfid -> (until, mode)
 
@@ -117,26 +135,56 @@ class CreateBehind(Translator):
         self._learn(rep)
         return rep.iatt.mode
 
+    # ------------------------------------------------------------ lifecycle
+    async def init(self, nursery: trio.Nursery) -> None:
+        nursery.start_soon(self._sender)
+
+    async def _sender(self) -> None:
+        """Files held longer than max-hold go out (still open): other clients see them, and
+        a reserved name does not keep the directory locked."""
+        while True:
+            await trio.sleep(self.max_hold / 4)
+            old = time.monotonic() - self.max_hold
+            for h in [h for h in self.unsent.values() if h.born <= old]:
+                async with h.lock:
+                    if h.state == HELD:
+                        try:
+                            await self._send(h, close=False)
+                        except FopError:
+                            pass  # reported on that file's next write / flush
+
     # ------------------------------------------------------------ create
-    async def _holdable(self, call: Call, req: Any) -> bool:
+    async def _holdable(self, call: Call, req: Any) -> bool | None:
+        """None: not held back; False: held; True: held, with its name reserved."""
         if (not self.enabled or call.internal or req.flags & _NOT_HELD
                 or req.flags & os.O_ACCMODE == os.O_RDONLY or req.mode & (S.S_ISUID | S.S_ISGID)
                 or req.xattrs or req.xdata or req.data or req.close
                 or len(self.unsent) >= self.max_files):
-            return False
+            return None
         try:
-            return not await self._dir_mode(call, req.parent) & S.S_ISGID
+            if await self._dir_mode(call, req.parent) & S.S_ISGID:
+                return None
         except FopError:
-            return False  # the create itself will say what is wrong
+            return None  # the create itself will say what is wrong
+        if not req.flags & os.O_EXCL:
+            return False
+        # O_EXCL: only while no one else can create the name before our create arrives
+        try:
+            await self.children[0].entrylk(call, EntrylkReq(req.parent, req.name,
+                                                            RESERVE_DOMAIN, ENTRYLK_LOCK_NB))
+        except FopError:
+            return None
+        return True
 
     async def create(self, call: Call, req: Any) -> CreateRep:
-        if not await self._holdable(call, req):
+        how = await self._holdable(call, req)
+        if how is None:
             await self._send_all()
             return await self.children[0].create(call, req)
         now = time.time_ns()
         mode = S.S_IFREG | (req.mode & 0o7777 & ~req.umask)
         h = _Held(call, req, Iatt(req.gfid, mode, 1, call.uid, call.gid, 0, 0, 0, 4096,
-                                  now, now, now))
+                                  now, now, now), how)
         self.unsent[req.gfid] = h
         return CreateRep(h.iatt, Fd(req.gfid, req.flags, False, {self: h}))
 
@@ -145,15 +193,26 @@ class CreateBehind(Translator):
         """Create the held file below, with its content; `close`: and no fd (caller holds
         h.lock)."""
         self.unsent.pop(h.req.gfid, None)
-        req = replace(h.req, data=bytes(h.data), close=close)
+        req = replace(h.req, data=bytes(h.data), close=close,
+                      xdata={XDATA_RESERVED: True} if h.reserved else None)
         try:
             try:
                 rep = await self.children[0].create(h.call, req)
                 fd = rep.fd
             except FopError as e:
-                if e.errno != errno.EEXIST:
+                if e.errno != errno.EEXIST or h.req.flags & os.O_EXCL:
                     raise
                 fd = await self._into_existing(h, close)
+            finally:
+                if h.reserved:  # used by the create, or dropped now
+                    h.reserved = False
+                    with trio.CancelScope(shield=True):
+                        try:
+                            await self.children[0].entrylk(h.call, EntrylkReq(
+                                h.req.parent, h.req.name, RESERVE_DOMAIN, ENTRYLK_UNLOCK))
+                        except FopError as e:
+                            log.warning("%s: dropping the reservation of %r: %s", self.name,
+                                        h.req.name, e)
         except FopError as e:
             h.state = FAILED
             h.err = e

@@ -50,7 +50,7 @@ from ..fops import (
     OpenReq,
     ReadRep,
 )
-from ..types import NULL_GFID, Call, Fd, FopError
+from ..types import NULL_GFID, RESERVE_DOMAIN, Call, Fd, FopError
 from ..xlator import Event, GraphError, Option, Translator, register
 from .codec import (
     DEFAULT_MAX_FRAME,
@@ -78,6 +78,7 @@ _OP_OPENDIR = FOPS["opendir"].opcode
 _OP_LK = FOPS["lk"].opcode
 _OP_FLUSH = FOPS["flush"].opcode
 _OP_READ = FOPS["read"].opcode
+_OP_ENTRYLK = FOPS["entrylk"].opcode
 _PREFETCH_TTL = 1.0  # seconds an open's prefetched content may answer reads (as attr-timeout)
 _OPENS = frozenset(FOPS[n].opcode for n in OPENS_FD)
 _CLOSES = frozenset(FOPS[n].opcode for n in CLOSES_FD)
@@ -274,6 +275,9 @@ class Client(Translator):
     # ------------------------------------------------------------ fops
     async def handle(self, fop: Fop, call: Call, req: Any) -> Any:
         op = fop.opcode
+        if op == _OP_ENTRYLK and req.domain == RESERVE_DOMAIN:
+            # reservations live in cluster/replicate; a brick has nothing to reserve with
+            raise FopError(errno.EOPNOTSUPP, f"{self.name}: no name reservations here")
         if op == _OP_FLUSH and req.xdata is None and req.fd.gfid not in self._lk_gfids:
             # a brick's flush only drops the POSIX locks of the caller's lock owner on the
             # file (features/locks; storage/posix does nothing): no lk through this client on
