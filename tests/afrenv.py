@@ -44,7 +44,15 @@ from translators.fops import (
     WriteReq,
 )
 from translators.storage.posix import Posix, prepare_brick
-from translators.types import ROOT_CALL, ROOT_GFID, Call, FopError, Iatt, new_gfid
+from translators.types import (
+    ROOT_CALL,
+    ROOT_GFID,
+    XATTR_GFID2PATH,
+    Call,
+    FopError,
+    Iatt,
+    new_gfid,
+)
 from translators.xlator import Event, Translator
 
 VOL_ID = "3c9b6a52-8f0e-4a8e-9d7c-2b5f1e0a7d11"
@@ -293,7 +301,7 @@ class FS:
 def _xattrs(p: str) -> dict[str, bytes]:
     out = {}
     for k in os.listxattr(p, follow_symlinks=False):
-        if k.startswith(AFR_PREFIX):
+        if k.startswith((AFR_PREFIX, XATTR_GFID2PATH)):  # each brick's own bookkeeping
             continue
         out[k] = os.getxattr(p, k, follow_symlinks=False)
     return out

@@ -122,11 +122,13 @@ from ..lru import LRU
 from ..types import (
     PID_INTERNAL,
     RESERVE_DOMAIN,
+    XDATA_NAME,
     XDATA_RESERVED,
     Call,
     Fd,
     FopError,
     Statvfs,
+    gfid2path_xattr,
     gfid_str,
 )
 from ..xlator import REGISTRY, Event, GraphError, Option, Translator, parse_size, register
@@ -1300,6 +1302,8 @@ class Replicate(Translator):
                 for lk, j, need in blames:
                     pfx = next(p.prefix for q, p in held if q is lk)
                     xd[pfx + self.keys[j]] = vec(need)
+                    if not lk.entry and (pn := self.names.get(lk.gfid)) is not None:
+                        xd[XDATA_NAME] = pn[0] + pn[1]  # heal info can name the file
                 xds[i] = xd or None
             if prepare is not None:
                 prepare(targets)
@@ -1480,6 +1484,9 @@ class Replicate(Translator):
 
         def prepare(targets: int) -> None:
             mark = self._entry_mark(targets, slots) or {}
+            if mark and not is_dir:  # it will need heal: heal info can name it
+                k, v = gfid2path_xattr(req.parent, req.name)
+                mark[k] = v
             if born_dirty:
                 mark[self.dirty_key] = vec(born_dirty)
             if mark:

@@ -547,6 +547,7 @@ async def _reset(afr: Replicate, v: _View, kinds: int) -> None:
 def _healable_xattrs(afr: Replicate, xa: dict | None) -> dict[str, bytes]:
     out = {}
     for k, val in (xa or {}).items():
+        # the changelog and the gfid2path records are each brick's own bookkeeping
         if k in _SKIP_XATTRS or k.startswith((XATTR_AFR_PREFIX, XATTR_GFID2PATH)):
             continue
         out[k] = val

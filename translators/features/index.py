@@ -31,6 +31,9 @@ storage/posix, go on down):
     "unlock.entrylk" = domain   afterwards release the caller's whole-directory entrylk
     "unlock.owner" = bytes      ... held by this lock owner instead of the caller's (a flush
                                 carries the application's lk_owner for its POSIX locks)
+    "gvol.name" = parent+name   afterwards record it as the object's gfid2path xattr (cluster/
+                                afr sends it with a fop that accuses a brick: heal info can
+                                then name the file)
 
 The xattrops are applied before the fop and undone if the fop fails, so on this brick they take
 effect exactly when the fop does: cluster/afr's pre-op costs no round trip of its own. A lock
@@ -64,9 +67,21 @@ from ..fops import (
     LookupReq,
     OpenRep,
     ReaddirRep,
+    SetxattrReq,
     XattropReq,
 )
-from ..types import PID_INTERNAL, XATTR_PREFIX, Call, Dirent, Fd, FopError, Gfid, Iatt
+from ..types import (
+    PID_INTERNAL,
+    XATTR_PREFIX,
+    XDATA_NAME,
+    Call,
+    Dirent,
+    Fd,
+    FopError,
+    Gfid,
+    Iatt,
+    gfid2path_xattr,
+)
 from ..xlator import GraphError, Option, Translator, register
 
 log = logging.getLogger(__name__)
@@ -97,7 +112,7 @@ _PARENT_FIELD = {"create": "parent", "mknod": "parent", "mkdir": "parent", "syml
 _NEWPARENT_FIELD = {"rename": "newparent"}
 _CREATES = ("create", "mknod", "mkdir", "symlink")
 _OWN = (XD_INODE, XD_PARENT, XD_NEWPARENT, XD_LOCK_INODE, XD_LOCK_ENTRY, XD_UNLOCK_INODE,
-        XD_UNLOCK_ENTRY, XD_UNLOCK_OWNER)
+        XD_UNLOCK_ENTRY, XD_UNLOCK_OWNER, XDATA_NAME)
 
 
 def _others(xd: dict) -> dict | None:
@@ -442,6 +457,14 @@ class Index(Translator):
             raise
         if XD_UNLOCK_INODE in xd or XD_UNLOCK_ENTRY in xd:
             await self._unlocks(call, self._target_of(fop, req), xd)
+        name = xd.get(XDATA_NAME)
+        if name and fop.name in _FD_FOPS + _INODE_FOPS:
+            g = self._target_of(fop, req)
+            k, v = gfid2path_xattr(name[:16], name[16:])
+            try:
+                await child.setxattr(_icall(call), SetxattrReq(g, k, v))
+            except FopError as e:  # only heal info's path display depends on it
+                log.warning("%s: cannot record the name of %s: %s", self.name, _gs(g), e)
         return rep
 
     @staticmethod

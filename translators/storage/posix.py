@@ -92,6 +92,7 @@ from ..types import (
     FopError,
     Iatt,
     Statvfs,
+    gfid2path_xattr,
 )
 from ..xlator import GraphError, Option, Translator, register
 
@@ -287,11 +288,6 @@ def _write_first(fd: int, data: bytes) -> None:
     """The content a create brings (CreateReq.data): all of it, or the create fails."""
     if _pwrite_all(fd, data, 0) < len(data):
         raise OSError(errno.ENOSPC, "no space left for the file's content")
-
-
-def _g2p(parent: bytes, name: bytes) -> tuple[str, bytes]:
-    """The gfid2path xattr (name, value) recording `name` in directory `parent`."""
-    return f"{XATTR_GFID2PATH}{zlib.crc32(parent + name):08x}", parent + name
 
 
 def _volume_uuid(volume_id: Any) -> bytes:
@@ -871,10 +867,7 @@ class Posix(Translator):
                     fmt: int) -> None:
         """Set gfid + xattrs, owner and exact mode on a new object (fd or staging path)."""
         isfd = type(target) is int
-        xattrs = dict(req.xattrs or {})
-        if fmt != S.S_IFDIR:
-            k, v = _g2p(req.parent, req.name)
-            xattrs[k] = v
+        xattrs = req.xattrs or {}
         if isfd:
             os.setxattr(target, XATTR_GFID, req.gfid)
             for k, v in xattrs.items():
@@ -1264,7 +1257,6 @@ class Posix(Translator):
             rel = _hrel(req.gfid)
             os.link(rel, req.newname, src_dir_fd=self._hfd, dst_dir_fd=pe.fd,
                     follow_symlinks=False)
-            self._name_added(req.gfid, req.newparent, req.newname)
             return EntryRep(_iatt(req.gfid, os.stat(rel, dir_fd=self._hfd,
                                                     follow_symlinks=False)), None)
         finally:
@@ -1368,18 +1360,19 @@ class Posix(Translator):
         return EMPTY
 
     def _name_added(self, g: bytes, parent: bytes, name: bytes,
-                    gone: tuple[bytes, bytes] | None = None) -> None:
-        """Record a new name of non-directory `g` in its gfid2path xattrs (and forget `gone`).
-        Only heal info reads them; a failure here must not fail the fop that made the name."""
+                    gone: tuple[bytes, bytes]) -> None:
+        """A renamed non-directory: if its old name is recorded in its gfid2path xattrs, record
+        the new one instead. Only heal info reads them; a failure here must not fail the
+        rename."""
         hp = self._habs(g)
         try:
-            if gone is not None:
-                try:
-                    os.removexattr(hp, _g2p(*gone)[0], follow_symlinks=False)
-                except OSError as e:
-                    if e.errno != errno.ENODATA:
-                        raise
-            k, v = _g2p(parent, name)
+            try:
+                os.removexattr(hp, gfid2path_xattr(*gone)[0], follow_symlinks=False)
+            except OSError as e:
+                if e.errno != errno.ENODATA:
+                    raise
+                return
+            k, v = gfid2path_xattr(parent, name)
             os.setxattr(hp, k, v, follow_symlinks=False)
         except OSError as e:
             log.warning("brick %s: cannot record the name %r of %s: %s", self.brick_name, name,
