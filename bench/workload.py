@@ -63,37 +63,33 @@ def seq_read(d: str, size_mib: int) -> dict:
     return {"ops": size_mib, "seconds": dt, "bytes": total}
 
 
-def small_create(d: str, n: int) -> dict:
-    sub = os.path.join(d, "small")
-    os.mkdir(sub)
+def _create_files(sub: str, names: list[str], flags: int) -> float:
+    """Create each file with `flags`, write 4 KiB, close; -> seconds."""
     data = os.urandom(SMALL)
-    names = _small_names(n)
     t0 = time.perf_counter()
     for name in names:
-        fd = os.open(os.path.join(sub, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(os.path.join(sub, name), os.O_WRONLY | os.O_CREAT | flags, 0o644)
         try:
             os.write(fd, data)
         finally:
             os.close(fd)
-    dt = time.perf_counter() - t0
-    return {"ops": n, "seconds": dt}
+    return time.perf_counter() - t0
+
+
+def small_create(d: str, n: int) -> dict:
+    """As cp and tar create: O_EXCL. The files stay for the next workloads."""
+    sub = os.path.join(d, "small")
+    os.mkdir(sub)
+    return {"ops": n, "seconds": _create_files(sub, _small_names(n), os.O_EXCL)}
 
 
 def small_create_trunc(d: str, n: int) -> dict:
-    """Like small_create, but opened as most programs and the shell's `>` do:
-    O_CREAT|O_TRUNC, no O_EXCL. The files are removed afterwards (not timed)."""
+    """As most programs and the shell's `>` create: O_CREAT|O_TRUNC, no O_EXCL. The files are
+    removed afterwards (not timed)."""
     sub = os.path.join(d, "smallw")
     os.mkdir(sub)
-    data = os.urandom(SMALL)
     names = _small_names(n)
-    t0 = time.perf_counter()
-    for name in names:
-        fd = os.open(os.path.join(sub, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-    dt = time.perf_counter() - t0
+    dt = _create_files(sub, names, os.O_TRUNC)
     for name in names:
         if os.stat(os.path.join(sub, name)).st_size != SMALL:
             raise SystemExit(f"small-create-trunc: {name} is not {SMALL} bytes")

@@ -182,6 +182,25 @@ def _pause_at_seek(link: Link, at: int, act: Callable[[], Awaitable[None]]) -> l
     return fired
 
 
+async def _missed_writes(r: Replica, healer: Replicate, writer: Replicate,
+                         writes: tuple[tuple[int, bytes], ...]) -> bytearray:
+    """A 4 MiB file whose copy on brick 1 missed `writes` (both clients saw brick 1 go away
+    and come back) -> the content the other bricks hold."""
+    fs = FS(healer)
+    want = bytearray(os.urandom(4 << 20))
+    await fs.create("/big", bytes(want))
+    await healer.settle()
+    for a in (healer, writer):
+        await r.links(a)[1].cut()
+    for off, d in writes:
+        await fs.write("/big", off, d)
+        want[off:off + len(d)] = d
+    await healer.settle()
+    for a in (healer, writer):
+        await r.links(a)[1].restore()
+    return want
+
+
 def test_data_heal_lets_clients_write_between_windows(tmp_path: Path) -> None:
     """A data heal locks one window at a time: a client writing the same file while it
     runs waits for one window, not for the whole copy; what it writes, before or after the
@@ -193,17 +212,8 @@ def test_data_heal_lets_clients_write_between_windows(tmp_path: Path) -> None:
         async with trio.open_nursery() as n:
             await r.start(n)
             fs, fs2 = FS(healer), FS(writer)
-            want = bytearray(os.urandom(4 << 20))
-            await fs.create("/big", bytes(want))
-            await healer.settle()
-            for a in (healer, writer):
-                await r.links(a)[1].cut()
-            for off, d in ((1 << 20, b"A" * 1000), (3 << 20, b"B" * 200_000)):
-                await fs.write("/big", off, d)
-                want[off:off + len(d)] = d
-            await healer.settle()
-            for a in (healer, writer):
-                await r.links(a)[1].restore()
+            want = await _missed_writes(r, healer, writer,
+                                        ((1 << 20, b"A" * 1000), (3 << 20, b"B" * 200_000)))
 
             async def write_meanwhile() -> None:
                 with trio.fail_after(30):  # a whole-file heal lock would hold this forever
@@ -234,16 +244,7 @@ def test_data_heal_stops_when_a_write_fails_on_its_source(tmp_path: Path) -> Non
         async with trio.open_nursery() as n:
             await r.start(n)
             fs, fs2 = FS(healer), FS(writer)
-            want = bytearray(os.urandom(4 << 20))
-            await fs.create("/big", bytes(want))
-            await healer.settle()
-            for a in (healer, writer):
-                await r.links(a)[1].cut()
-            await fs.write("/big", 3 << 20, b"B" * 300_000)
-            want[3 << 20:(3 << 20) + 300_000] = b"B" * 300_000
-            await healer.settle()
-            for a in (healer, writer):
-                await r.links(a)[1].restore()
+            want = await _missed_writes(r, healer, writer, ((3 << 20, b"B" * 300_000),))
 
             async def source_misses_a_write() -> None:
                 with trio.fail_after(30):

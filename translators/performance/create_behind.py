@@ -144,14 +144,7 @@ class CreateBehind(Translator):
         a reserved name does not keep the directory locked."""
         while True:
             await trio.sleep(self.max_hold / 4)
-            old = time.monotonic() - self.max_hold
-            for h in [h for h in self.unsent.values() if h.born <= old]:
-                async with h.lock:
-                    if h.state == HELD:
-                        try:
-                            await self._send(h, close=False)
-                        except FopError:
-                            pass  # reported on that file's next write / flush
+            await self._send_all(time.monotonic() - self.max_hold)
 
     # ------------------------------------------------------------ create
     async def _holdable(self, call: Call, req: Any) -> bool | None:
@@ -265,10 +258,10 @@ class CreateBehind(Translator):
         assert h.real is not None
         return h.real
 
-    async def _send_all(self) -> None:
-        """Every file still held back goes out (keeping its fd), before a fop that could see
-        or touch it."""
-        for h in list(self.unsent.values()):
+    async def _send_all(self, born_by: float | None = None) -> None:
+        """Every file still held back (or only those held since `born_by`) goes out, keeping
+        its fd: before a fop that could see or touch it."""
+        for h in [h for h in self.unsent.values() if born_by is None or h.born <= born_by]:
             async with h.lock:
                 if h.state == HELD:
                     try:
