@@ -977,3 +977,36 @@ async def test_open_after_lookup_checks_the_name_still_holds_the_file(bdir):
             await p.unlink(ROOT_CALL, EntryReq(ROOT_GFID, b"b"))
             await fails(errno.ESTALE, p.open(ROOT_CALL, OpenReq(b, os.O_RDONLY)))
             b = await mkfile(p, ROOT_GFID, b"b", data=b"B")
+
+
+# ---------------------------------------------------------------- where fops run
+@trio_test
+async def test_short_fops_run_inline_only_while_the_brick_is_idle(bdir):
+    """inline-when-idle: a metadata fop runs in the event loop's thread when nothing else of
+    the brick is in a worker thread; a slow one sends everything to threads for a while."""
+    import threading
+    import time
+
+    seen: list[str] = []
+    async with brick(bdir) as p:
+        real = p._do_mkdir
+
+        def spy(call, req, slow=0.0):
+            seen.append(threading.current_thread().name)
+            time.sleep(slow)
+            return real(call, req)
+        spy.__name__ = "_do_mkdir"  # what posix decides by
+        p._do_mkdir = spy
+        await mkdir(p, ROOT_GFID, b"a")
+        assert seen[-1] == threading.main_thread().name
+        p._do_mkdir = functools.partial(spy, slow=0.02)
+        p._do_mkdir.__name__ = "_do_mkdir"
+        await mkdir(p, ROOT_GFID, b"b")  # inline, but slow
+        p._do_mkdir = spy
+        await mkdir(p, ROOT_GFID, b"c")
+        assert seen[-1] != threading.main_thread().name  # backed off to a worker thread
+    async with brick(bdir, **{"inline-when-idle": "off"}) as p:
+        real = p._do_mkdir
+        p._do_mkdir = spy
+        await mkdir(p, ROOT_GFID, b"d")
+        assert seen[-1] != threading.main_thread().name

@@ -42,6 +42,7 @@ import os
 import stat as S
 import struct
 import threading
+import time
 import uuid
 import zlib
 from collections import OrderedDict
@@ -552,6 +553,8 @@ _INLINE_OK = frozenset(f"_do_{x}" for x in (
     "fsetattr", "mknod", "mkdir", "symlink", "create", "link", "unlink", "rmdir", "rename",
     "write", "setxattr", "fsetxattr", "removexattr", "xattrop", "opendir"))
 _INLINE_WRITE_MAX = 128 << 10
+_INLINE_SLOW = 0.005  # an inline fop that took longer than this ...
+_INLINE_BACKOFF = 2.0  # ... sends every fop to threads for this long
 
 
 # ---------------------------------------------------------------- the translator
@@ -571,7 +574,9 @@ class Posix(Translator):
                                    doc="run a metadata fop (or a write of up to 128 KiB) in "
                                    "the event loop itself when no other fop of this brick is "
                                    "in a worker thread: a lone client's creates skip the "
-                                   "thread hop; concurrent fops still overlap in threads"),
+                                   "thread hop; concurrent fops still overlap in threads, "
+                                   "and one that took over 5 ms (a slow disk) sends every "
+                                   "fop to threads for 2 s"),
     }
 
     def __init__(self, *a: Any, **kw: Any) -> None:
@@ -589,6 +594,7 @@ class Posix(Translator):
         self.limiter = trio.CapacityLimiter(self.opts["thread-count"])
         self._inline_idle = self.opts["inline-when-idle"]
         self._in_threads = 0  # fops of this brick now in worker threads
+        self._inline_off_until = 0.0  # no inline fops before this (monotonic) time
         self._dirs = _DirCache(self.opts["dir-cache-size"])
         # file gfid -> (parent gfid, name) it was last looked up by: open tries that name (its
         # dentry is hot after the lookup) before the handle store (cold .gvol/handles/xx
@@ -668,7 +674,14 @@ class Posix(Translator):
         try:
             if (self._inline_idle and not self._in_threads and fn.__name__ in _INLINE_OK
                     and len(getattr(req, "data", b"")) <= _INLINE_WRITE_MAX):
-                return fn(call, req)
+                t0 = time.monotonic()
+                if t0 >= self._inline_off_until:
+                    try:
+                        return fn(call, req)
+                    finally:
+                        if time.monotonic() - t0 > _INLINE_SLOW:
+                            # a slow disk: everyone waited for it; threads for a while
+                            self._inline_off_until = time.monotonic() + _INLINE_BACKOFF
             self._in_threads += 1
             try:
                 return await trio.to_thread.run_sync(fn, call, req, limiter=self.limiter)
