@@ -19,6 +19,7 @@ from translators.fops import (
     CreateReq,
     EntryReq,
     FdReq,
+    FsyncReq,
     InodeReq,
     LookupReq,
     OpenReq,
@@ -203,6 +204,23 @@ def test_reads_go_to_one_brick_spread_by_gfid(tmp_path: Path) -> None:
             for _ in range(5):
                 await fs.read("/f7")
             assert sorted(x.calls["read"] for x in links)[:2] == [0, 0]
+            # ... and opened there only (a read-only open); fsync opens it on the others
+            for x in links:
+                x.calls.clear()
+            g = await fs.gfid("/f7")
+            fd = (await afr.open(ROOT_CALL, OpenReq(g, os.O_RDONLY))).fd
+            assert sorted(x.calls["open"] for x in links) == [0, 0, 1]
+            reader = next(x for x in links if x.calls["open"])
+            assert (await afr.read(ROOT_CALL, ReadReq(fd, 0, 100))).data == b"data 7"
+            await afr.fsync(ROOT_CALL, FsyncReq(fd, False))
+            assert [x.calls["open"] for x in links] == [1, 1, 1]
+            await afr.release(ROOT_CALL, FdReq(fd))
+            # the brick it was opened on goes away: the read fails over (opening elsewhere)
+            fd = (await afr.open(ROOT_CALL, OpenReq(g, os.O_RDONLY))).fd
+            await reader.cut()
+            assert (await afr.read(ROOT_CALL, ReadReq(fd, 0, 100))).data == b"data 7"
+            await afr.release(ROOT_CALL, FdReq(fd))
+            await reader.restore()
             # a brick going away: reads fail over
             await links[0].cut()
             await links[1].cut()

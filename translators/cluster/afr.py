@@ -51,6 +51,8 @@ nothing is sent to any brick, so nothing diverges; reads keep working from good 
 
 Reads go to one readable brick, chosen by a hash of the gfid (every client reads a file from the
 same brick; read-policy first = the first readable), failing over to the next readable on errors.
+A read-only open is sent to that brick only (with a small file's content, see protocol/client);
+the file is opened on another brick when a fop needs it there (a failover, fsync, a lock).
 What a client knows about the copies (from lookups and its own transactions) is forgotten when a
 brick comes back: it missed changes, possibly other clients', that only the other bricks'
 changelogs record, so the next fop on each object looks at every copy again first.
@@ -870,6 +872,12 @@ class Replicate(Translator):
         oreq = replace(req, flags=req.flags & ~os.O_TRUNC) if trunc else req
         if trunc and not self.quorum(up):
             raise self._no_quorum(up, "open with O_TRUNC")
+        st = self.inodes.get(req.gfid)
+        if req.flags & os.O_ACCMODE == os.O_RDONLY and not trunc and st is not None:
+            # reads go to one brick: open there only (with the content of a small file, see
+            # protocol/client); other bricks are opened when a fop needs them (_child_fd)
+            return await self._read(call, req.gfid, (DATA,), "file", lambda i: self._open_one(
+                call, req, i))
         res = await self._fan(up, lambda i: self.children[i].open(call, oreq))
         ok = self._ok(res)
         if not ok:
@@ -883,6 +891,20 @@ class Replicate(Translator):
                 await self.release(call, FdReq(fd))
                 raise
         return OpenRep(fd)
+
+    async def _open_one(self, call: Call, req: OpenReq, i: int) -> OpenRep:
+        rep = await self.children[i].open(call, req)
+        fds: list[Fd | None] = [None] * self.n
+        fds[i] = rep.fd
+        return OpenRep(self._new_fd(req.gfid, req.flags, False, fds))
+
+    async def _open_everywhere(self, call: Call, a: _AfrFd) -> int:
+        """Open `a` on every up brick it is not open on yet (a read-only open opened one);
+        -> the mask of bricks it is open on."""
+        missing = sum(1 << i for i in bits(self._upmask()) if a.fds[i] is None)
+        if missing:
+            await self._fan(missing, lambda i: self._child_fd(call, a, i))
+        return self._fd_mask(a)
 
     async def opendir(self, call: Call, req: InodeReq) -> OpenRep:
         up = self._upmask()
@@ -945,7 +967,7 @@ class Replicate(Translator):
 
     async def fsync(self, call: Call, req: Any) -> Any:
         a = self._afd(req.fd)
-        mask = self._fd_mask(a)
+        mask = await self._open_everywhere(call, a)
         if not mask:
             raise FopError(errno.ENOTCONN, f"{self.name}: no brick of the file is up")
         res = await self._fan(mask, lambda i: self.children[i].fsync(
@@ -1570,7 +1592,7 @@ class Replicate(Translator):
         up = self._upmask()
         if fdreq:
             a = self._afd(req.fd)
-            up &= self._fd_mask(a)
+            up &= await self._open_everywhere(call, a)
 
             def mk(i: int) -> Any:
                 return replace(req, fd=a.fds[i])
