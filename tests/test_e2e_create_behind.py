@@ -15,16 +15,6 @@ pytestmark = [pytest.mark.mount,
               pytest.mark.skipif(os.geteuid() != 0, reason="bricks need root (trusted.*)")]
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory):
-    n = GvolNode(tmp_path_factory.mktemp("e2e-cb"))
-    n.start()
-    try:
-        yield n
-    finally:
-        n.cleanup()
-
-
 def on_bricks(bricks: list[Path], rel: str) -> list[bytes | None]:
     return [(b / rel).read_bytes() if (b / rel).exists() else None for b in bricks]
 

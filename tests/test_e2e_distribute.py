@@ -19,22 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from gvolenv import GvolNode, is_mounted, kill_pid, pids_of, unmount, wait_for
+from gvolenv import is_mounted, kill_pid, pids_of, unmount, wait_for
 from translators.cluster.hashfn import dm_hash
 
 pytestmark = pytest.mark.mount
 
 NOBODY = 65534
-
-
-@pytest.fixture(scope="module")
-def node(tmp_path_factory):
-    n = GvolNode(tmp_path_factory.mktemp("e2e"))
-    n.start()
-    try:
-        yield n
-    finally:
-        n.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -32,16 +32,6 @@ QUIET = {"brick.auto-restart": "off", "cluster.self-heal-daemon": "off"}
 NO_CLIENT_HEAL = {**QUIET, "cluster.background-self-heal-count": "0"}
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory):
-    n = GvolNode(tmp_path_factory.mktemp("e2e-rep"))
-    n.start()
-    try:
-        yield n
-    finally:
-        n.cleanup()
-
-
 @pytest.fixture
 def make(node):
     """node.create_volume, and `volume stop` afterwards (so that a module's bricks do not
