@@ -14,7 +14,6 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import sys
 from typing import Any
 
@@ -24,6 +23,8 @@ from translators.protocol.server import Server
 from translators.volfile import build, fini_graph, init_graph
 from translators.xlator import GraphError, Translator
 
+from .systemd import sd_notify
+
 log = logging.getLogger("brickd")
 
 EXIT_OK = 0
@@ -32,23 +33,6 @@ EXIT_USAGE = 2
 
 class StartupError(Exception):
     """The brick cannot be served; the message is the one line the user sees."""
-
-
-def sd_notify(message: str) -> bool:
-    """Send a datagram to systemd's $NOTIFY_SOCKET (no dependency); False if unset/failed."""
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return False
-    if addr[0] == "@":  # abstract namespace
-        addr = "\0" + addr[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-            s.connect(addr)
-            s.sendall(message.encode())
-    except OSError as e:
-        log.warning("cannot notify systemd at %s: %s", os.environ["NOTIFY_SOCKET"], e)
-        return False
-    return True
 
 
 def _write_pidfile(path: str) -> None:

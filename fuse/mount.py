@@ -515,7 +515,8 @@ async def _serve_kernel(cfg: MountConfig, ops: GvolOperations, ready: Ready, liv
             with trio.move_on_after(cfg.startup_timeout):
                 await live.wait()
                 try:
-                    st = await trio.to_thread.run_sync(os.stat, cfg.mountpoint, cancellable=True)
+                    st = await trio.to_thread.run_sync(os.stat, cfg.mountpoint,
+                                                       abandon_on_cancel=True)
                 except OSError as e:
                     log.warning("stat %s: %s", cfg.mountpoint, e.strerror)
                 else:

@@ -81,7 +81,8 @@ class Brickd:
         self.port = 0
 
     async def started(self) -> int:
-        line = await trio.to_thread.run_sync(self.proc.stdout.readline, cancellable=True)
+        line = await trio.to_thread.run_sync(self.proc.stdout.readline,
+                                             abandon_on_cancel=True)
         assert line.startswith("listening on 127.0.0.1:"), (line, self.stderr())
         self.port = int(line.rsplit(":", 1)[1])
         return self.port
@@ -239,7 +240,7 @@ def test_sigterm_graceful_with_readiness(tmp_path: Path, brick: Path) -> None:
                 assert await c.wait_connected(10)
                 b.proc.send_signal(signal.SIGTERM)
                 await top.wait_event(Event.CHILD_DOWN)
-                rc = await trio.to_thread.run_sync(b.proc.wait, cancellable=True)
+                rc = await trio.to_thread.run_sync(b.proc.wait, abandon_on_cancel=True)
                 assert rc == 0
                 await c.fini()
             assert not b.pidfile.exists()
@@ -258,7 +259,7 @@ def _expect_exit_2(tmp_path: Path, brick: Path, volfile_text: str | None, want: 
     async def t() -> None:
         b = Brickd(tmp_path, brick, port=port, volfile_text=volfile_text)
         try:
-            rc = await trio.to_thread.run_sync(b.proc.wait, cancellable=True)
+            rc = await trio.to_thread.run_sync(b.proc.wait, abandon_on_cancel=True)
             out = b.proc.stdout.read()
         finally:
             b.kill()

@@ -33,10 +33,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from typer._click.exceptions import UsageError  # typer vendors its own click
 
 from . import mgmt_client
-from .errors import DaemonUnreachable, GvolError
+from .errors import DaemonUnreachable, GvolError, UsageError
 from .mgmt_client import DEFAULT_PORT, Target
 
 DEFAULT_STATE_DIR = "/var/lib/gvol"
@@ -101,7 +100,14 @@ def _row(t: Table, *cells: Any) -> None:
 
 
 def _usage(msg: str) -> NoReturn:
-    raise UsageError(msg)
+    """A usage error found after typer parsed the words: exit 2, one line naming the fix."""
+    words, argv = [], iter(sys.argv[1:])
+    for w in argv:
+        if w in ("--server", "--state-dir", "--mode"):
+            next(argv, None)
+        elif not w.startswith("-") and len(words) < 2:
+            words.append(w)
+    raise UsageError(f"{msg} (see: gvol {' '.join(words)} --help)")
 
 
 @app.callback()

@@ -45,6 +45,7 @@ from typing import Any
 
 import trio
 
+from brickd.systemd import sd_notify
 from translators.types import XATTR_VOLUME_ID
 
 from . import bricks as B
@@ -201,20 +202,6 @@ def volume_id_on(path: str) -> tuple[str, bytes] | None:
                 continue
             raise
     return None
-
-
-def sd_notify(state: str) -> None:
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.connect(addr)
-            s.sendall(state.encode())
-    except OSError as e:
-        log.warning("sd_notify(%s) failed: %s", state, e)
 
 
 # ---------------------------------------------------------------- the daemon

@@ -26,6 +26,12 @@ class GvolError(Exception):
         return self.message
 
 
+class UsageError(GvolError):
+    """The command line itself is wrong (a missing or malformed argument)."""
+
+    exit_code = EXIT_USAGE
+
+
 class DaemonUnreachable(GvolError):
     """No gvold answered at the address tried (connection refused, no socket, timeout)."""
 
