@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from translators.errgroups import collapsed, describe
 from translators.protocol.server import Server
 from translators.volfile import build, fini_graph, init_graph
 from translators.xlator import GraphError, Translator
@@ -71,7 +72,7 @@ def load_graph(volfile: str) -> Server:
 async def serve_brick(top: Server, *, pidfile: str | None = None, grace: float = 10.0,
                       task_status: Any = trio.TASK_STATUS_IGNORED) -> int:
     """Init the graph, serve until a signal, shut down gracefully. Returns the exit code."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals, collapsed():
         async with trio.open_nursery() as nursery:
             try:
                 await init_graph(top, nursery)
@@ -158,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as e:
         print(f"gvol-brickd: error: {e}", file=sys.stderr, flush=True)
         return EXIT_USAGE
+    except Exception as e:  # a bug: the traceback goes to the log, the cause on one line
+        log.exception("gvol-brickd failed")
+        print(f"gvol-brickd: error: {describe(e)}", file=sys.stderr, flush=True)
+        return 1
 
 
 if __name__ == "__main__":

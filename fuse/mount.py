@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import trio
 
+from translators.errgroups import describe
+
 from .ops import FuseOptions, GvolOperations
 
 log = logging.getLogger("gvol.mount")
@@ -580,7 +582,7 @@ def run_foreground(cfg: MountConfig, ready: Ready) -> int:
         return trio.run(serve, cfg, top, ready)
     except BaseException as e:
         log.exception("client failed")
-        ready.fail(f"client failed: {e!r}")
+        ready.fail(f"client failed: {describe(e)}")
         return EXIT_FAIL
 
 

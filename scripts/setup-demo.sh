@@ -4,9 +4,9 @@
 #   sudo bash scripts/setup-demo.sh
 #
 # 1. installs what is missing (scripts/install-deps.sh: Debian packages, then `pip install -e .`
-#    of this repo into the active venv, into python3 if it is not externally managed, or else
-#    into a venv at /opt/gvol/venv whose commands are linked into /usr/local/bin);
-# 2. links /sbin/mount.gvol (so `mount -t gvol` works);
+#    of this repo, pinned to requirements.lock, into a venv at /opt/gvol/venv);
+# 2. links /sbin/mount.gvol (so `mount -t gvol` works) and gvol, gvold, gvol-brickd into
+#    /usr/local/bin;
 # 3. starts gvold (state /var/lib/gvol, logs /var/log/gvol) unless one is already answering;
 # 4. creates the distributed volume `demo` on two local bricks (/srv/gvol/demo/b1 and b2, or
 #    /var/tmp/gvol/demo/b1 and b2 where /srv is not usable), starts it, and mounts it at
@@ -14,7 +14,8 @@
 # Running it again changes nothing that is already in place.
 #
 # Environment: GVOL_STATE_DIR (/var/lib/gvol), GVOL_PORT (gvold's default), GVOL_DEMO_MNT
-# (/mnt/gvol-demo), GVOL_DEMO_BRICKS (brick base directory), PYTHON, GVOL_VENV.
+# (/mnt/gvol-demo), GVOL_DEMO_BRICKS (brick base directory), PYTHON (the Python the venv is made
+# from, >= 3.11), GVOL_VENV (/opt/gvol/venv), GVOL_DEPS=newest (newest releases, not the lock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +30,7 @@ fi
 # shellcheck source=scripts/install-deps.sh
 source scripts/install-deps.sh
 gvol_install_system_deps
-gvol_python_env
+gvol_make_venv "${GVOL_VENV:-/opt/gvol/venv}"
 gvol_install_project
 gvol_link_scripts
 

@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from translators import volfile
+from translators.errgroups import collapsed
 from translators.fops import (
     ENTRYLK_LOCK,
     F_WRLCK,
@@ -99,12 +100,13 @@ def trio_test(fn):
 @contextlib.asynccontextmanager
 async def brick(path, vid=VID, **opts):
     x = Posix("posix", {"directory": str(path), "volume-id": vid, **opts})
-    async with trio.open_nursery() as n:
-        await x.init(n)
-        try:
-            yield x
-        finally:
-            await x.fini()
+    with collapsed():  # init's BrickError as itself, as init_graph's callers see it
+        async with trio.open_nursery() as n:
+            await x.init(n)
+            try:
+                yield x
+            finally:
+                await x.fini()
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ from typing import Any
 import trio
 
 from brickd.systemd import sd_notify
+from translators.errgroups import collapsed, describe
 from translators.types import XATTR_VOLUME_ID
 
 from . import bricks as B
@@ -790,18 +791,19 @@ class Gvold:
                         "(GVOL_SECRET); use the local unix socket instead"}
         args = {k: v for k, v in args.items() if k != "secret"}
         try:
-            if mutating:
-                async with self.lock:
+            with collapsed():
+                if mutating:
+                    async with self.lock:
+                        result = await handler(args)
+                else:
                     result = await handler(args)
-            else:
-                result = await handler(args)
             return {"ok": True, "result": result}
         except GvolError as e:
             return {"ok": False, "error": e.message}
         except Exception as e:
             log.exception("command %s failed", cmd)
-            return {"ok": False, "error": f"internal error in gvold: {type(e).__name__}: {e} "
-                    "(see the gvold log)"}
+            return {"ok": False, "error": f"internal error in gvold: {type(e).__name__}: "
+                    f"{describe(e)} (see the gvold log)"}
 
     async def handle(self, stream: trio.abc.Stream, trusted: bool) -> None:
         """One client connection: request/response pairs in turn until EOF or idle timeout.
@@ -843,8 +845,9 @@ class Gvold:
         self.load()
         self.adopt()
         try:
-            async with trio.open_nursery() as nursery:
-                await self._serve(nursery, task_status)
+            with collapsed():
+                async with trio.open_nursery() as nursery:
+                    await self._serve(nursery, task_status)
         finally:
             self.store.socket_path.unlink(missing_ok=True)
 
@@ -911,6 +914,11 @@ def _lock_state_dir(state_dir: Path) -> int:
 
 
 async def _run(gv: Gvold, ready: Callable[[], None] | None) -> None:
+    with collapsed():
+        await _serve_until_signal(gv, ready)
+
+
+async def _serve_until_signal(gv: Gvold, ready: Callable[[], None] | None) -> None:
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
             await nursery.start(gv.serve)
@@ -962,6 +970,10 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(1)
         except KeyboardInterrupt:
             pass
+        except Exception as e:  # a bug: the traceback to the log, the cause on one line
+            log.exception("gvold failed")
+            print(f"gvold: {describe(e)}", file=sys.stderr)
+            sys.exit(1)
         return
     _daemonize(cfg, level)
 
@@ -1002,7 +1014,7 @@ def _daemonize(cfg: Config, level: int) -> None:
         trio.run(_run, gv, ready)
     except BaseException as e:
         try:
-            os.write(wfd, f"ERR {e}".encode())
+            os.write(wfd, f"ERR {describe(e)}".encode())
         except OSError:
             pass
         if not isinstance(e, (GvolError, KeyboardInterrupt, SystemExit)):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from translators.cluster import afr_heal
+from translators.errgroups import collapsed
 from translators.types import FopError
 from translators.volfile import build, fini_graph, init_graph
 from translators.xlator import GraphError
@@ -73,21 +74,22 @@ class HealDaemon:
         except GraphError as e:
             raise GvolError(f"volume {vol['name']}: cannot build its client graph: {e}") \
                 from None
-        async with trio.open_nursery() as nursery:
-            await init_graph(top, nursery)
-            clients = [x for x in top.walk() if hasattr(x, "wait_connected")]
-            with trio.move_on_after(CONNECT_WAIT):
-                async with trio.open_nursery() as n:
-                    for c in clients:
-                        n.start_soon(c.wait_connected, CONNECT_WAIT)
-            try:
-                yield top
-            finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(10):
-                    for afr in afr_heal.replicas(top):
-                        await afr.settle()
-                    await fini_graph(top)
-                nursery.cancel_scope.cancel()
+        with collapsed():
+            async with trio.open_nursery() as nursery:
+                await init_graph(top, nursery)
+                clients = [x for x in top.walk() if hasattr(x, "wait_connected")]
+                with trio.move_on_after(CONNECT_WAIT):
+                    async with trio.open_nursery() as n:
+                        for c in clients:
+                            n.start_soon(c.wait_connected, CONNECT_WAIT)
+                try:
+                    yield top
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(10):
+                        for afr in afr_heal.replicas(top):
+                            await afr.settle()
+                        await fini_graph(top)
+                    nursery.cancel_scope.cancel()
 
     def _replicated(self, name: str) -> dict[str, Any]:
         vol = self.g.get_vol(name)

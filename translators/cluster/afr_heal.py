@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ..errgroups import collapsed
 from ..features.index import INDEX_DIRTY_GFID, INDEX_XATTROP_GFID, XATTR_AFR_PREFIX
 from ..fops import (
     ENTRYLK_LOCK,
@@ -704,9 +705,10 @@ async def _copy_windows(afr: Replicate, locks: _HealLocks, v: _View, s: int, sin
                     sums.extend(await afr._fan(both, lambda i: afr.children[i].rchecksum(
                         call, RchecksumReq(fds[i], a, n))))
 
-            async with trio.open_nursery() as nn:
-                nn.start_soon(look)
-                nn.start_soon(checksum)
+            with collapsed():  # a FopError of either reaches the caller as itself
+                async with trio.open_nursery() as nn:
+                    nn.start_soon(look)
+                    nn.start_soon(checksum)
             why = _source_changed(afr, v, now[0], s, sinks)
             if why:
                 return 0, why, b

@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from ..errgroups import collapsed
 from ..fops import CLOSES_FD, FOP_LIST, OPENS_FD, FdReq, Fop
 from ..types import Call, Fd, FopError
 from ..xlator import Option, Translator, register
@@ -187,13 +188,15 @@ class Server(Translator):
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and serve until cancelled; `task_status.started(bound_port)`."""
         host = self.opts["listen-host"] or None
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(partial(
-                trio.serve_tcp, self._handle_stream, self.opts["listen-port"], host=host))
-            self.port = listeners[0].socket.getsockname()[1]
-            log.info("%s: serving %s on %s:%d", self.name,
-                     self.opts["brick-path"] or self.children[0].name, host or "*", self.port)
-            task_status.started(self.port)
+        with collapsed():  # a port in use reaches the caller as the OSError it is
+            async with trio.open_nursery() as nursery:
+                listeners = await nursery.start(partial(
+                    trio.serve_tcp, self._handle_stream, self.opts["listen-port"], host=host))
+                self.port = listeners[0].socket.getsockname()[1]
+                log.info("%s: serving %s on %s:%d", self.name,
+                         self.opts["brick-path"] or self.children[0].name, host or "*",
+                         self.port)
+                task_status.started(self.port)
 
     # ------------------------------------------------------------ one connection
     async def _handle_stream(self, stream: trio.SocketStream) -> None:
