@@ -70,7 +70,6 @@ import errno
 import logging
 import os
 import stat as S
-import struct
 import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -78,8 +77,14 @@ from typing import Any
 
 import trio
 
-from ..fanout import fan_out
-from ..features.index import (
+from ..changelog import (
+    DATA,
+    ENTRY,
+    KINDS,
+    M_DATA,
+    M_ENTRY,
+    M_META,
+    META,
     XATTR_AFR_DIRTY,
     XATTR_AFR_PREFIX,
     XD_INODE,
@@ -90,7 +95,14 @@ from ..features.index import (
     XD_UNLOCK_ENTRY,
     XD_UNLOCK_INODE,
     XD_UNLOCK_OWNER,
+    accused,
+    bits,
+    counters,
+    matrix_row,
+    popcount,
+    vec,
 )
+from ..fanout import fan_out
 from ..fops import (
     EMPTY,
     ENTRYLK_LOCK,
@@ -134,12 +146,10 @@ from ..types import (
     gfid_str,
 )
 from ..xlator import REGISTRY, Event, GraphError, Option, Translator, parse_size, register
+from .afr_heal import heal_gfid, pick_by_policy
 
 log = logging.getLogger(__name__)
 
-DATA, META, ENTRY = 0, 1, 2
-KINDS = ("data", "metadata", "entry")
-M_DATA, M_META, M_ENTRY = 1, 2, 4  # slot masks
 INF = 1 << 64
 _META_RANGE = (INF, INF + 1)  # local conflict key of metadata fops
 _WHOLE = (0, INF + 2)  # conflicts with every data and metadata fop
@@ -149,34 +159,6 @@ _REOPEN_DROP = os.O_CREAT | os.O_EXCL | os.O_TRUNC
 
 ACQUIRING, HELD, RELEASING = 0, 1, 2
 HEAL_RETRY = 60.0  # seconds before a lookup retries a heal that found split-brain or was busy
-
-
-def counters(v: bytes | None) -> tuple[int, int, int]:
-    """data, metadata, entry counters of one changelog value (absent = zeros)."""
-    if not v or len(v) < 12:
-        return (0, 0, 0)
-    return struct.unpack(">3i", v[:12])  # type: ignore[return-value]
-
-
-def vec(mask: int, k: int = 1) -> bytes:
-    """A changelog operand adding `k` to the slots in `mask`."""
-    return struct.pack(">3i", k if mask & M_DATA else 0, k if mask & M_META else 0,
-                       k if mask & M_ENTRY else 0)
-
-
-def bits(mask: int) -> list[int]:
-    out = []
-    i = 0
-    while mask:
-        if mask & 1:
-            out.append(i)
-        mask >>= 1
-        i += 1
-    return out
-
-
-def popcount(mask: int) -> int:
-    return bin(mask).count("1")
 
 
 def _xdata(req: Any, xd: dict | None) -> dict | None:
@@ -377,7 +359,9 @@ class Replicate(Translator):
                 if lk.state == HELD and lk.users == 0:
                     await self._release(lk)
 
-    def _upmask(self) -> int:
+    # ------------------------------------------------------------ interface for afr_heal
+    def up_mask(self) -> int:
+        """Mask of the bricks that are connected now."""
         m = 0
         for i, u in enumerate(self.up):
             if u:
@@ -435,13 +419,14 @@ class Replicate(Translator):
     def bnames(self, mask: int) -> str:
         return ", ".join(self.bname(i) for i in bits(mask)) or "none"
 
-    async def _fan(self, mask: int, fn: Callable[[int], Awaitable[Any]]) -> list[Any]:
+    async def fan(self, mask: int, fn: Callable[[int], Awaitable[Any]]) -> list[Any]:
         """fn(i) for every brick in `mask`, in parallel; -> per brick: reply, FopError or None
         (not asked)."""
         return await fan_out(self.n, bits(mask), fn)
 
     @staticmethod
-    def _ok(res: list[Any]) -> int:
+    def ok_mask(res: list[Any]) -> int:
+        """Mask of the bricks whose entry in a `fan` result is a reply."""
         m = 0
         for i, r in enumerate(res):
             if r is not None and not isinstance(r, FopError):
@@ -449,7 +434,8 @@ class Replicate(Translator):
         return m
 
     @staticmethod
-    def _best_error(res: list[Any]) -> FopError:
+    def best_error(res: list[Any]) -> FopError:
+        """The error of a `fan` result to report (ENOTCONN only when nothing else failed)."""
         errs = [r for r in res if isinstance(r, FopError)]
         for e in errs:
             if e.errno != errno.ENOTCONN:
@@ -501,9 +487,9 @@ class Replicate(Translator):
         xattrs, FopError or None). Copies whose gfid differs from `gfid` do not count."""
         present = 0
         typ = 0
-        accused = [0, 0, 0]
-        pending = False
         dirty = 0
+        zeros = [(0, 0, 0)] * len(self.keys)
+        matrix = [zeros] * len(reps)
         for i, r in enumerate(reps):
             if not isinstance(r, EntryRep):
                 continue
@@ -516,17 +502,12 @@ class Replicate(Translator):
             xa = r.xattrs or {}
             if any(counters(xa.get(self.dirty_key))):
                 dirty |= 1 << i
-            for j, k in enumerate(self.keys):
-                if j == i:
-                    continue
-                c = counters(xa.get(k))
-                for t in (DATA, META, ENTRY):
-                    if c[t]:
-                        accused[t] |= 1 << j
-                        pending = True
+            matrix[i] = matrix_row(xa, self.keys)
         if not present or gfid is None:
             return None
-        readable = [present & ~accused[t] for t in (DATA, META, ENTRY)]
+        blamed = [accused(matrix, present, t) for t in (DATA, META, ENTRY)]
+        pending = any(blamed)
+        readable = [present & ~blamed[t] for t in (DATA, META, ENTRY)]
         split = [False, False, False]
         # (an arbiter no one accuses is a witness, not a copy: without a good data brick up
         # the data is unavailable, not in split-brain)
@@ -536,7 +517,7 @@ class Replicate(Translator):
             split[META] = True
         if S.S_ISDIR(typ) and not readable[ENTRY]:
             split[ENTRY] = True
-        return InodeState(gfid, typ, present, readable, accused, split, pending, dirty)
+        return InodeState(gfid, typ, present, readable, blamed, split, pending, dirty)
 
     def _remember(self, st: InodeState | None) -> None:
         if st is not None:
@@ -544,15 +525,15 @@ class Replicate(Translator):
 
     async def refresh(self, call: Call, gfid: bytes) -> tuple[InodeState, list[Any]]:
         """Nameless lookup of `gfid` on every up brick; updates and returns the state."""
-        up = self._upmask()
+        up = self.up_mask()
         if not up:
             raise FopError(errno.ENOTCONN, f"{self.name}: every brick is down")
         icall = _internal(call)
         lreq = LookupReq(gfid=gfid, xattrs=self.all_keys)
-        res = await self._fan(up, lambda i: self.children[i].lookup(icall, lreq))
+        res = await self.fan(up, lambda i: self.children[i].lookup(icall, lreq))
         st = self.inspect(res, gfid)
         if st is None:
-            raise self._best_error(res)
+            raise self.best_error(res)
         self._remember(st)
         return st, res
 
@@ -562,7 +543,7 @@ class Replicate(Translator):
             st, _ = await self.refresh(call, gfid)
         return st
 
-    def _pick(self, gfid: bytes, cand: int) -> list[int]:
+    def brick_order(self, gfid: bytes, cand: int) -> list[int]:
         """Bricks of `cand` in the order to try them."""
         idx = bits(cand)
         if len(idx) <= 1 or self.read_first:
@@ -588,7 +569,7 @@ class Replicate(Translator):
     def _read_order(self, st: InodeState, kinds: tuple[int, ...], what: str) -> list[int]:
         """Readable up bricks for reading `kinds` of the object, best first. File data never
         comes from the arbiter; other reads prefer data bricks."""
-        up = self._upmask()
+        up = self.up_mask()
         reg = S.S_ISREG(st.type)
         for k in kinds:
             if st.split[k] and (k != DATA or reg):
@@ -608,7 +589,7 @@ class Replicate(Translator):
             raise FopError(errno.ENOTCONN, f"{self.name}: no good copy of {what} "
                            f"{gfid_str(st.gfid)} is up (copies on {self.bnames(st.present)}; "
                            f"up: {self.bnames(up)})")
-        return self._pick(st.gfid, cand & self.data_mask or cand)
+        return self.brick_order(st.gfid, cand & self.data_mask or cand)
 
     async def _read(self, call: Call, gfid: bytes, kinds: tuple[int, ...], what: str,
                     fn: Callable[[int], Awaitable[Any]]) -> Any:
@@ -637,7 +618,7 @@ class Replicate(Translator):
         pref = ok & self.data_mask or ok
         if st is not None and pref & st.readable[DATA]:
             pref &= st.readable[DATA]
-        return self._pick(gfid, pref)[0]
+        return self.brick_order(gfid, pref)[0]
 
     # ------------------------------------------------------------ lookup
     def _strip(self, rep: EntryRep, want: tuple[str, ...]) -> EntryRep:
@@ -658,13 +639,13 @@ class Replicate(Translator):
         return tuple(dict.fromkeys(tuple(want) + self.all_keys))
 
     async def lookup(self, call: Call, req: LookupReq) -> EntryRep:
-        up = self._upmask()
+        up = self.up_mask()
         if not up:
             raise FopError(errno.ENOTCONN, f"{self.name}: every brick is down")
         icall = _internal(call)
         lreq = replace(req, xattrs=self._with_keys(req.xattrs))
         lk0 = self._dir_held(req.parent) if req.name is not None else None
-        res = await self._fan(up, lambda i: self.children[i].lookup(icall, lreq))
+        res = await self.fan(up, lambda i: self.children[i].lookup(icall, lreq))
         if lk0 is not None and self._dir_held(req.parent) is lk0 and all(
                 isinstance(res[i], FopError) and res[i].errno == errno.ENOENT for i in bits(up)):
             # absent on every brick, all the while this client's lock kept others out
@@ -672,7 +653,7 @@ class Replicate(Translator):
         if req.name is None:
             st = self.inspect(res, req.gfid)
             if st is None:
-                raise self._best_error(res)
+                raise self.best_error(res)
             heal_parent = False
         else:
             if req.parent not in self.inodes and self._disagree(res):
@@ -700,12 +681,12 @@ class Replicate(Translator):
         return len(seen) > 1
 
     def _iatt_brick(self, st: InodeState) -> int:
-        up = self._upmask()
+        up = self.up_mask()
         for mask in (st.readable[DATA] & st.readable[META] & self.data_mask,
                      st.readable[META] & self.data_mask, st.present & self.data_mask,
                      st.readable[META], st.present):
             if mask & up & st.present:
-                return self._pick(st.gfid, mask & up & st.present)[0]
+                return self.brick_order(st.gfid, mask & up & st.present)[0]
         return bits(st.present)[0]
 
     def _named(self, req: LookupReq, res: list[Any]) -> tuple[InodeState, bool]:
@@ -722,7 +703,7 @@ class Replicate(Translator):
         found = [i for i in bits(auth) if isinstance(res[i], EntryRep)]
         if not found:
             if not answered:
-                raise self._best_error(res)
+                raise self.best_error(res)
             if any(isinstance(r, EntryRep) for r in res):
                 # only non-authoritative copies have it: deleted while they were away
                 return self._missing(req, True)
@@ -761,7 +742,6 @@ class Replicate(Translator):
         policy picks one (heal then replaces the others), else None (split-brain)."""
         if self.policy == "none":
             return None
-        from .afr_heal import pick_by_policy
         i = pick_by_policy(self, self.policy, {i: res[i].iatt for i in found})
         return None if i is None else res[i].iatt.gfid
 
@@ -784,7 +764,6 @@ class Replicate(Translator):
             self._spawn(self._bg_heal, g)
 
     async def _bg_heal(self, gfid: bytes) -> None:
-        from .afr_heal import heal_gfid
         try:
             async with self._heal_limit:
                 r = await heal_gfid(self, gfid, blocking=False)
@@ -823,13 +802,13 @@ class Replicate(Translator):
                                 lambda i: self.children[i].listxattr(call, req))
 
     async def statfs(self, call: Call, req: InodeReq) -> StatfsRep:
-        up = self._upmask() & self.data_mask
+        up = self.up_mask() & self.data_mask
         if not up:
             raise FopError(errno.ENOTCONN, f"{self.name}: no data brick is up")
-        res = await self._fan(up, lambda i: self.children[i].statfs(call, req))
+        res = await self.fan(up, lambda i: self.children[i].statfs(call, req))
         got = [r.statvfs for r in res if isinstance(r, StatfsRep)]
         if not got:
-            raise self._best_error(res)
+            raise self.best_error(res)
         best: Statvfs = min(got, key=lambda v: v.bavail * (v.frsize or 1))
         return StatfsRep(best)
 
@@ -865,7 +844,7 @@ class Replicate(Translator):
         return Fd(gfid, flags, is_dir, {self: _AfrFd(fds, gfid, flags, is_dir)})
 
     async def open(self, call: Call, req: OpenReq) -> OpenRep:
-        up = self._upmask()
+        up = self.up_mask()
         if not up:
             raise FopError(errno.ENOTCONN, f"{self.name}: every brick is down")
         trunc = bool(req.flags & os.O_TRUNC)
@@ -878,10 +857,10 @@ class Replicate(Translator):
             # protocol/client); other bricks are opened when a fop needs them (_child_fd)
             return await self._read(call, req.gfid, (DATA,), "file", lambda i: self._open_one(
                 call, req, i))
-        res = await self._fan(up, lambda i: self.children[i].open(call, oreq))
-        ok = self._ok(res)
+        res = await self.fan(up, lambda i: self.children[i].open(call, oreq))
+        ok = self.ok_mask(res)
         if not ok:
-            raise self._best_error(res)
+            raise self.best_error(res)
         fds: list[Fd | None] = [r.fd if isinstance(r, OpenRep) else None for r in res]
         fd = self._new_fd(req.gfid, req.flags, False, fds)
         if trunc:
@@ -901,18 +880,18 @@ class Replicate(Translator):
     async def _open_everywhere(self, call: Call, a: _AfrFd) -> int:
         """Open `a` on every up brick it is not open on yet (a read-only open opened one);
         -> the mask of bricks it is open on."""
-        missing = sum(1 << i for i in bits(self._upmask()) if a.fds[i] is None)
+        missing = sum(1 << i for i in bits(self.up_mask()) if a.fds[i] is None)
         if missing:
-            await self._fan(missing, lambda i: self._child_fd(call, a, i))
+            await self.fan(missing, lambda i: self._child_fd(call, a, i))
         return self._fd_mask(a)
 
     async def opendir(self, call: Call, req: InodeReq) -> OpenRep:
-        up = self._upmask()
+        up = self.up_mask()
         if not up:
             raise FopError(errno.ENOTCONN, f"{self.name}: every brick is down")
-        res = await self._fan(up, lambda i: self.children[i].opendir(call, req))
-        if not self._ok(res):
-            raise self._best_error(res)
+        res = await self.fan(up, lambda i: self.children[i].opendir(call, req))
+        if not self.ok_mask(res):
+            raise self.best_error(res)
         fds: list[Fd | None] = [r.fd if isinstance(r, OpenRep) else None for r in res]
         return OpenRep(self._new_fd(req.gfid, os.O_RDONLY | os.O_DIRECTORY, True, fds))
 
@@ -922,7 +901,7 @@ class Replicate(Translator):
             if f is not None and self.up[i]:
                 mask |= 1 << i
         fds = a.fds
-        await self._fan(mask, lambda i: getattr(self.children[i], fop)(call, FdReq(fds[i])))
+        await self.fan(mask, lambda i: getattr(self.children[i], fop)(call, FdReq(fds[i])))
 
     async def release(self, call: Call, req: FdReq) -> Any:
         a = req.fd.ctx.pop(self, None)
@@ -952,10 +931,10 @@ class Replicate(Translator):
             # the delayed post-op + unlock now, in the flush requests themselves
             res = await self._release(lk, (call, a))
         else:
-            res = await self._fan(mask, lambda i: self.children[i].flush(
+            res = await self.fan(mask, lambda i: self.children[i].flush(
                 call, FdReq(a.fds[i])))  # type: ignore[arg-type]
-        if not self._ok(res) and mask:
-            raise self._best_error(res)
+        if not self.ok_mask(res) and mask:
+            raise self.best_error(res)
         return EMPTY
 
     def _fd_mask(self, a: _AfrFd) -> int:
@@ -970,10 +949,10 @@ class Replicate(Translator):
         mask = await self._open_everywhere(call, a)
         if not mask:
             raise FopError(errno.ENOTCONN, f"{self.name}: no brick of the file is up")
-        res = await self._fan(mask, lambda i: self.children[i].fsync(
+        res = await self.fan(mask, lambda i: self.children[i].fsync(
             call, replace(req, fd=a.fds[i])))
-        if not self._ok(res):
-            raise self._best_error(res)
+        if not self.ok_mask(res):
+            raise self.best_error(res)
         return EMPTY
 
     async def fsyncdir(self, call: Call, req: Any) -> Any:
@@ -1073,7 +1052,7 @@ class Replicate(Translator):
         call = self._lcall()
         g = lk.gfid
         dom = self.domain
-        up = self._upmask()
+        up = self.up_mask()
         if not up:
             raise FopError(errno.ENOTCONN, f"{self.name}: every brick is down")
 
@@ -1085,8 +1064,8 @@ class Replicate(Translator):
             return c.inodelk(call, InodelkReq(g, dom, LK_SETLKW if block else LK_SETLK, F_WRLCK))
 
         self.stats["lock_rt"] += 1
-        res = await self._fan(up, lambda i: take(i, False))
-        got = self._ok(res)
+        res = await self.fan(up, lambda i: take(i, False))
+        got = self.ok_mask(res)
         busy = any(isinstance(r, FopError) and r.errno == errno.EAGAIN for r in res)
         if busy:
             if got:
@@ -1104,7 +1083,7 @@ class Replicate(Translator):
                 got |= 1 << i
         lk.held = lk.good = got
         if not got:
-            raise self._best_error(res)
+            raise self.best_error(res)
 
     async def _unlock(self, g: bytes, entry: bool, mask: int) -> None:
         call = self._lcall()
@@ -1116,7 +1095,7 @@ class Replicate(Translator):
                 return c.entrylk(call, EntrylkReq(g, None, dom, ENTRYLK_UNLOCK))
             return c.inodelk(call, InodelkReq(g, dom, LK_SETLK, F_UNLCK))
 
-        await self._fan(mask & self._upmask(), drop)
+        await self.fan(mask & self.up_mask(), drop)
 
     async def _enter(self, part: _Part) -> _Lock:
         """Join (or take) the eager lock of `part` and register its conflict key."""
@@ -1141,7 +1120,7 @@ class Replicate(Translator):
                 await lk.ready.wait()
                 continue
             elif lk.state == RELEASING or lk.draining or (
-                    lk.users == 0 and not lk.good & self._upmask()) or \
+                    lk.users == 0 and not lk.good & self.up_mask()) or \
                     trio.current_time() - lk.born > self.max_hold:
                 if lk.state == HELD:
                     self._kick(lk)
@@ -1216,7 +1195,7 @@ class Replicate(Translator):
         res: list[Any] = [None] * self.n
         try:
             with trio.CancelScope(shield=True):
-                up = self._upmask()
+                up = self.up_mask()
                 mask = lk.held & up
                 fmask = 0
                 if flush is not None:
@@ -1246,7 +1225,7 @@ class Replicate(Translator):
                         return c.inodelk(call, InodelkReq(lk.gfid, self.domain, LK_SETLK,
                                                           F_UNLCK))
 
-                    res = await self._fan(mask | fmask, post)
+                    res = await self.fan(mask | fmask, post)
                     for i in bits(mask):
                         if isinstance(res[i], FopError) and res[i].errno not in _GONE:
                             log.warning("%s: post-op/unlock of %s on %s: %s", self.name,
@@ -1286,7 +1265,7 @@ class Replicate(Translator):
         held: list[tuple[_Lock, _Part]] = []
         if entered is not None:
             held.append((entered, parts[0]))
-        up = self._upmask()
+        up = self.up_mask()
         try:
             if not self.quorum(up):
                 raise self._no_quorum(up, what)
@@ -1295,7 +1274,7 @@ class Replicate(Translator):
                 if held and held[-1][0].gfid == p.gfid and held[-1][0].entry == p.entry:
                     raise AssertionError("one lock twice in a transaction")
                 held.append((await self._enter(p), p))
-            targets = self._upmask()
+            targets = self.up_mask()
             for lk, _ in held:
                 targets &= lk.good
             if not self.quorum(targets):
@@ -1329,10 +1308,10 @@ class Replicate(Translator):
                 xds[i] = xd or None
             if prepare is not None:
                 prepare(targets)
-            res = await self._fan(targets, lambda i: run(i, xds[i]))
-            ok = self._ok(res)
+            res = await self.fan(targets, lambda i: run(i, xds[i]))
+            ok = self.ok_mask(res)
             if not ok:
-                raise self._best_error(res)
+                raise self.best_error(res)
             for lk, p in held:
                 for i in bits(ok):
                     lk.dirty[i] |= p.slots
@@ -1375,7 +1354,7 @@ class Replicate(Translator):
                     lk.blamed[j] |= need
             if ops:
                 xreq = XattropReq(lk.gfid, XATTROP_ADD_ARRAY, ops)
-                out = await self._fan(ok, lambda i, xreq=xreq: self.children[i].xattrop(
+                out = await self.fan(ok, lambda i, xreq=xreq: self.children[i].xattrop(
                     call, xreq))
                 for i in bits(ok):
                     if isinstance(out[i], FopError):
@@ -1589,7 +1568,7 @@ class Replicate(Translator):
     async def _serial(self, fop: str, call: Call, req: Any, fdreq: bool) -> Any:
         """Locks for the layers above (POSIX lk, inodelk, entrylk): non-blocking in parallel
         (undone on a partial grant), blocking one brick after the other in brick order."""
-        up = self._upmask()
+        up = self.up_mask()
         if fdreq:
             a = self._afd(req.fd)
             up &= await self._open_everywhere(call, a)
@@ -1607,11 +1586,11 @@ class Replicate(Translator):
             return await getattr(self.children[bits(up)[0]], fop)(call, mk(bits(up)[0]))
         blocking = cmd in (LK_SETLKW, ENTRYLK_LOCK) and not unlock
         if unlock or not blocking:
-            res = await self._fan(up, lambda i: getattr(self.children[i], fop)(call, mk(i)))
-            ok = self._ok(res)
+            res = await self.fan(up, lambda i: getattr(self.children[i], fop)(call, mk(i)))
+            ok = self.ok_mask(res)
             if unlock:
                 if not ok:
-                    raise self._best_error(res)
+                    raise self.best_error(res)
                 return res[bits(ok)[0]]
             if ok == up or (ok and not any(isinstance(r, FopError) and r.errno == errno.EAGAIN
                                            for r in res)):
@@ -1620,7 +1599,7 @@ class Replicate(Translator):
                     raise self._no_quorum(ok, fop)
                 return res[bits(ok)[0]]
             await self._undo_lock(fop, call, req, mk, ok)
-            raise self._best_error([r for r in res if isinstance(r, FopError)
+            raise self.best_error([r for r in res if isinstance(r, FopError)
                                     and r.errno == errno.EAGAIN] or res)
         got = 0
         last: Any = None
@@ -1647,7 +1626,7 @@ class Replicate(Translator):
         else:
             def un(i: int) -> Any:
                 return replace(mk(i), type=F_UNLCK, cmd=LK_SETLK)
-        await self._fan(mask, lambda i: getattr(self.children[i], fop)(call, un(i)))
+        await self.fan(mask, lambda i: getattr(self.children[i], fop)(call, un(i)))
 
     async def lk(self, call: Call, req: Any) -> Any:
         return await self._serial("lk", call, req, True)
@@ -1664,7 +1643,7 @@ class Replicate(Translator):
     def _dir_held(self, parent: bytes | None) -> _Lock | None:
         """This client's eager entry lock on `parent`, if it is held on every up brick."""
         lk = self._locks.get((parent, True)) if parent is not None else None
-        up = self._upmask()
+        up = self.up_mask()
         if (lk is None or lk.state != HELD or lk.draining or lk.held & up != up
                 or lk.good & up != up or not self.quorum(up)):
             return None
@@ -1688,13 +1667,13 @@ class Replicate(Translator):
         return EMPTY
 
     async def xattrop(self, call: Call, req: Any) -> Any:
-        up = self._upmask()
+        up = self.up_mask()
         if not self.quorum(up):
             raise self._no_quorum(up, "xattrop")
-        res = await self._fan(up, lambda i: self.children[i].xattrop(call, req))
-        ok = self._ok(res)
+        res = await self.fan(up, lambda i: self.children[i].xattrop(call, req))
+        ok = self.ok_mask(res)
         if not ok:
-            raise self._best_error(res)
+            raise self.best_error(res)
         return res[bits(ok)[0]]
 
 

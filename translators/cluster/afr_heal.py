@@ -1,5 +1,5 @@
 """Self-heal for cluster/replicate: repair one object, crawl the bricks' indices or the whole
-tree, list and resolve split-brain. Plain async functions over a `Replicate` translator; gvold's
+tree, list and resolve split-brain. Plain async functions over a `ReplicaSet` translator; gvold's
 heal task, the `gvol volume heal` commands and the translator's own background heals (after a
 lookup saw a stale copy) all call these.
 
@@ -49,12 +49,30 @@ import stat as S
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 
+from ..changelog import (
+    DATA,
+    ENTRY,
+    INDEX_DIRTY_GFID,
+    INDEX_XATTROP_GFID,
+    KINDS,
+    M_DATA,
+    M_ENTRY,
+    M_META,
+    META,
+    XATTR_AFR_PREFIX,
+    accused,
+    bits,
+    counters,
+    matrix_row,
+    needs_heal,
+    popcount,
+    sources,
+)
 from ..errgroups import collapsed
-from ..features.index import INDEX_DIRTY_GFID, INDEX_XATTROP_GFID, XATTR_AFR_PREFIX
 from ..fops import (
     ENTRYLK_LOCK,
     ENTRYLK_LOCK_NB,
@@ -110,12 +128,39 @@ from ..types import (
     gfid_from_str,
     gfid_str,
 )
-from .afr import DATA, ENTRY, KINDS, M_DATA, M_ENTRY, M_META, META, bits, counters
-
-if TYPE_CHECKING:
-    from .afr import Replicate
+from ..xlator import Translator, lookup_type
 
 log = logging.getLogger(__name__)
+
+
+class ReplicaSet(Protocol):
+    """What heal uses of a replica set (cluster/replicate implements it): its bricks, its
+    changelog keys and lock domains, and the fan-out over the bricks."""
+
+    name: str
+    children: list[Translator]
+    n: int  # bricks in the set
+    client_names: list[str]  # brick i's protocol/client name
+    keys: list[str]  # brick i's changelog xattr
+    dirty_key: str
+    all_keys: tuple[str, ...]  # keys + dirty_key
+    all_mask: int
+    data_mask: int  # the bricks that hold data (all but the arbiter)
+    arbiter: int | None
+    domain: str  # the lock domain of afr's transactions
+    heal_domain: str  # ... of heals
+    heal_owner: bytes  # lock owner prefix of heals
+    policy: str  # favorite-child-policy
+    window: int  # bytes a data heal copies under one lock
+
+    def bname(self, i: int) -> str: ...
+    def bnames(self, mask: int) -> str: ...
+    def up_mask(self) -> int: ...
+    async def fan(self, mask: int, fn: Callable[[int], Awaitable[Any]]) -> list[Any]: ...
+    def ok_mask(self, res: list[Any]) -> int: ...
+    def best_error(self, res: list[Any]) -> FopError: ...
+    def brick_order(self, gfid: bytes, cand: int) -> list[int]: ...
+    async def lookup(self, call: Call, req: LookupReq) -> EntryRep: ...
 
 _GONE = (errno.ENOENT, errno.ESTALE)
 _SKIP_XATTRS = (XATTR_GFID, XATTR_VOLUME_ID)
@@ -156,7 +201,7 @@ class HealStats:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def _hcall(afr: Replicate, uid: int = 0, gid: int = 0) -> Call:
+def _hcall(afr: ReplicaSet, uid: int = 0, gid: int = 0) -> Call:
     return Call(uid, gid, (), PID_INTERNAL, afr.heal_owner)
 
 
@@ -170,7 +215,7 @@ class _HealLocks:
     """The two locks a heal holds on an object: the healers' domain (non-blocking: another
     healer means skip) and the transaction domain (excludes clients' fops)."""
 
-    def __init__(self, afr: Replicate, gfid: bytes, entry: bool) -> None:
+    def __init__(self, afr: ReplicaSet, gfid: bytes, entry: bool) -> None:
         self.afr = afr
         self.gfid = gfid
         self.entry = entry
@@ -195,14 +240,14 @@ class _HealLocks:
     async def take(self, blocking: bool) -> str:
         """'' when held on the up bricks, else why not."""
         afr = self.afr
-        up = afr._upmask()
-        res = await afr._fan(up, lambda i: self._lk(i, afr.heal_domain, "nb", False))
-        self.heal_mask = afr._ok(res)
+        up = afr.up_mask()
+        res = await afr.fan(up, lambda i: self._lk(i, afr.heal_domain, "nb", False))
+        self.heal_mask = afr.ok_mask(res)
         if any(isinstance(r, FopError) and r.errno == errno.EAGAIN for r in res):
             await self.drop()
             return "another heal of it is in progress"
         if not self.heal_mask:
-            return f"cannot lock: {afr._best_error(res)}"
+            return f"cannot lock: {afr.best_error(res)}"
         self.txn_mask = await self._txn_lock(self.heal_mask, blocking)
         if self.txn_mask < 0:
             self.txn_mask = 0
@@ -221,11 +266,11 @@ class _HealLocks:
         -> the mask of bricks locked; -1 on a conflict when not `blocking`."""
         afr = self.afr
         dom = afr.domain
-        res = await afr._fan(mask, lambda i: self._lk(i, dom, "nb", self.entry, start, length))
-        got = afr._ok(res)
+        res = await afr.fan(mask, lambda i: self._lk(i, dom, "nb", self.entry, start, length))
+        got = afr.ok_mask(res)
         if not any(isinstance(r, FopError) and r.errno == errno.EAGAIN for r in res):
             return got
-        await afr._fan(got, lambda i: self._lk(i, dom, "un", self.entry, start, length))
+        await afr.fan(got, lambda i: self._lk(i, dom, "un", self.entry, start, length))
         if not blocking:
             return -1
         got = 0
@@ -242,7 +287,7 @@ class _HealLocks:
     async def _txn_unlock(self, mask: int, start: int = 0, length: int = 0) -> None:
         afr = self.afr
         with trio.CancelScope(shield=True):
-            await afr._fan(mask & afr._upmask(),
+            await afr.fan(mask & afr.up_mask(),
                            lambda i: self._lk(i, afr.domain, "un", self.entry, start, length))
 
     async def pause_txn(self) -> None:
@@ -252,7 +297,7 @@ class _HealLocks:
         self.txn_mask = 0
 
     async def resume_txn(self) -> None:
-        self.txn_mask = max(0, await self._txn_lock(self.heal_mask & self.afr._upmask(), True))
+        self.txn_mask = max(0, await self._txn_lock(self.heal_mask & self.afr.up_mask(), True))
 
     async def lock_window(self, mask: int, start: int, length: int) -> int:
         return max(0, await self._txn_lock(mask, True, start, length))
@@ -267,13 +312,13 @@ class _HealLocks:
                 await self._txn_unlock(self.txn_mask)
                 self.txn_mask = 0
             if self.heal_mask:
-                await afr._fan(self.heal_mask & afr._upmask(),
+                await afr.fan(self.heal_mask & afr.up_mask(),
                                lambda i: self._lk(i, afr.heal_domain, "un", False))
                 self.heal_mask = 0
 
 
 # ---------------------------------------------------------------- choosing sources
-def pick_by_policy(afr: Replicate, policy: str, iatts: dict[int, Iatt],
+def pick_by_policy(afr: ReplicaSet, policy: str, iatts: dict[int, Iatt],
                    matrix: list[list[tuple[int, int, int]]] | None = None,
                    kind: int = DATA) -> int | None:
     """The brick a split-brain policy chooses among `iatts` (brick -> attributes), or None
@@ -323,10 +368,10 @@ class _View:
         return self.reps[i].iatt
 
 
-async def _look(afr: Replicate, gfid: bytes, mask: int, all_xattrs: bool) -> _View:
+async def _look(afr: ReplicaSet, gfid: bytes, mask: int, all_xattrs: bool) -> _View:
     call = _hcall(afr)
     req = LookupReq(gfid=gfid, xattrs=("*",) if all_xattrs else afr.all_keys)
-    res = await afr._fan(mask, lambda i: afr.children[i].lookup(call, req))
+    res = await afr.fan(mask, lambda i: afr.children[i].lookup(call, req))
     present = 0
     typ = 0
     matrix = [[(0, 0, 0)] * afr.n for _ in range(afr.n)]
@@ -337,59 +382,34 @@ async def _look(afr: Replicate, gfid: bytes, mask: int, all_xattrs: bool) -> _Vi
         present |= 1 << i
         typ = typ or S.S_IFMT(r.iatt.mode)
         xa = r.xattrs or {}
-        for j, k in enumerate(afr.keys):
-            matrix[i][j] = counters(xa.get(k))
+        matrix[i] = matrix_row(xa, afr.keys)
         dirty[i] = counters(xa.get(afr.dirty_key))
     return _View(res, present, matrix, dirty, typ)
 
 
-def _sources(afr: Replicate, v: _View, kind: int) -> tuple[int, int, bool]:
+def _sources(afr: ReplicaSet, v: _View, kind: int) -> tuple[int, int, bool]:
     """-> (sources, sinks, split) for one kind among the present copies."""
-    accused = 0
-    for i in bits(v.present):
-        for j in range(afr.n):
-            if i != j and v.matrix[i][j][kind]:
-                accused |= 1 << j
-    cand = v.present
-    if kind == DATA:
-        cand &= afr.data_mask
-    src = cand & ~accused
-    if src:
-        return src, cand & ~src, False
-    if not accused & v.present:
-        return cand, 0, False
-    if v.present & ~accused:
-        return 0, cand, False  # only the arbiter is good: no data source is up
-    return 0, cand, True
-
-
-def _accused(afr: Replicate, v: _View, kind: int) -> int:
-    m = 0
-    for i in bits(v.present):
-        for j in range(afr.n):
-            if i != j and v.matrix[i][j][kind]:
-                m |= 1 << j
-    return m
+    cand = v.present & afr.data_mask if kind == DATA else v.present
+    return sources(v.matrix, v.present, cand, kind)
 
 
 def _needs(v: _View, kind: int) -> bool:
-    return any(v.matrix[i][j][kind] for i in bits(v.present) for j in range(len(v.matrix))) \
-        or any(v.dirty[i][kind] for i in bits(v.present))
+    return needs_heal(v.matrix, v.dirty, v.present, kind)
 
 
-def _choose(afr: Replicate, v: _View, cand: int, kind: int, policy: str) -> int | None:
+def _choose(afr: ReplicaSet, v: _View, cand: int, kind: int, policy: str) -> int | None:
     iatts = {i: v.iatt(i) for i in bits(cand)}
     return pick_by_policy(afr, policy, iatts, v.matrix, kind)
 
 
 # ---------------------------------------------------------------- heal one object
-async def heal_gfid(afr: Replicate, gfid: bytes, *, blocking: bool = True,
+async def heal_gfid(afr: ReplicaSet, gfid: bytes, *, blocking: bool = True,
                     source: int | None = None, policy: str | None = None,
                     full: bool = False) -> HealResult:
     """Heal metadata, data and (directories) entries of one object on every up brick.
     `source`/`policy` choose a source where there is none (split-brain resolution)."""
     out = HealResult(gfid)
-    up = afr._upmask()
+    up = afr.up_mask()
     if not up:
         out.skipped = "every brick is down"
         return out
@@ -409,7 +429,7 @@ async def heal_gfid(afr: Replicate, gfid: bytes, *, blocking: bool = True,
         return out
     try:
         v = await _look(afr, gfid, locks.txn_mask, True)
-        out.missing = popcount_mask(locks.txn_mask & ~v.present)
+        out.missing = popcount(locks.txn_mask & ~v.present)
         if v.present:
             if await _heal_kind(afr, v, META, source, policy, out, full):
                 await _reset(afr, v, M_META)
@@ -433,11 +453,7 @@ async def heal_gfid(afr: Replicate, gfid: bytes, *, blocking: bool = True,
     return out
 
 
-def popcount_mask(m: int) -> int:
-    return bin(m).count("1")
-
-
-def _plan(afr: Replicate, v: _View, kind: int, source: int | None, policy: str | None,
+def _plan(afr: ReplicaSet, v: _View, kind: int, source: int | None, policy: str | None,
           out: HealResult, full: bool) -> tuple[bool, int, int]:
     """Who heals whom for one kind (META or DATA): -> (counters may be reset, source brick,
     sinks); (False, -1, 0) when nothing can or need be done now."""
@@ -464,9 +480,9 @@ def _plan(afr: Replicate, v: _View, kind: int, source: int | None, policy: str |
         log.warning("%s: %s split-brain of %s resolved by policy %s: source %s", afr.name,
                     KINDS[kind], gfid_str(_g(v)), pol, afr.bname(pick))
         src, sinks = 1 << pick, cand & ~(1 << pick)
-    elif not sinks and _accused(afr, v, kind) & ~v.present:
+    elif not sinks and accused(v.matrix, v.present, kind) & ~v.present:
         return nothing  # the accused copies are not there yet: their parent's entry heal first
-    elif popcount_mask(src) > 1 and not sinks:
+    elif popcount(src) > 1 and not sinks:
         # no one accused (only dirty, or a full crawl): one copy leads, the others are
         # compared with it: for data the biggest, newest; for metadata the last changed
         if kind == DATA:
@@ -481,13 +497,13 @@ def _plan(afr: Replicate, v: _View, kind: int, source: int | None, policy: str |
     return True, bits(src)[0], sinks
 
 
-def _healed(afr: Replicate, v: _View, kind: int, s: int, sinks: int, out: HealResult) -> None:
+def _healed(afr: ReplicaSet, v: _View, kind: int, s: int, sinks: int, out: HealResult) -> None:
     out.healed.append(KINDS[kind])
     log.info("%s: healed %s of %s from %s to %s", afr.name, KINDS[kind], gfid_str(_g(v)),
              afr.bname(s), afr.bnames(sinks))
 
 
-async def _heal_kind(afr: Replicate, v: _View, kind: int, source: int | None,
+async def _heal_kind(afr: ReplicaSet, v: _View, kind: int, source: int | None,
                      policy: str | None, out: HealResult, full: bool) -> bool:
     """Heal the metadata; -> whether its counters may be reset."""
     reset, s, sinks = _plan(afr, v, kind, source, policy, out, full)
@@ -497,7 +513,7 @@ async def _heal_kind(afr: Replicate, v: _View, kind: int, source: int | None,
     return reset
 
 
-def _meta_differs(afr: Replicate, v: _View, a: int, b: int) -> bool:
+def _meta_differs(afr: ReplicaSet, v: _View, a: int, b: int) -> bool:
     x, y = v.reps[a], v.reps[b]
     return ((x.iatt.mode, x.iatt.uid, x.iatt.gid) != (y.iatt.mode, y.iatt.uid, y.iatt.gid)
             or _healable_xattrs(afr, x.xattrs) != _healable_xattrs(afr, y.xattrs))
@@ -510,12 +526,12 @@ def _g(v: _View) -> bytes:
     return b"\0" * 16
 
 
-def _sizes_differ(afr: Replicate, v: _View) -> bool:
+def _sizes_differ(afr: ReplicaSet, v: _View) -> bool:
     sizes = {v.iatt(i).size for i in bits(v.present & afr.data_mask)}
     return len(sizes) > 1
 
 
-async def _reset(afr: Replicate, v: _View, kinds: int) -> None:
+async def _reset(afr: ReplicaSet, v: _View, kinds: int) -> None:
     """Subtract the counters observed in `v` for `kinds` on every copy (changes recorded
     meanwhile survive)."""
     call = _hcall(afr)
@@ -536,7 +552,7 @@ async def _reset(afr: Replicate, v: _View, kinds: int) -> None:
     if not mask:
         return
     g = _g(v)
-    res = await afr._fan(mask, lambda i: afr.children[i].xattrop(
+    res = await afr.fan(mask, lambda i: afr.children[i].xattrop(
         call, XattropReq(g, XATTROP_ADD_ARRAY, todo[i])))
     for i in bits(mask):
         if isinstance(res[i], FopError):
@@ -545,7 +561,7 @@ async def _reset(afr: Replicate, v: _View, kinds: int) -> None:
 
 
 # ---------------------------------------------------------------- metadata
-def _healable_xattrs(afr: Replicate, xa: dict | None) -> dict[str, bytes]:
+def _healable_xattrs(afr: ReplicaSet, xa: dict | None) -> dict[str, bytes]:
     out = {}
     for k, val in (xa or {}).items():
         # the changelog and the gfid2path records are each brick's own bookkeeping
@@ -555,7 +571,7 @@ def _healable_xattrs(afr: Replicate, xa: dict | None) -> dict[str, bytes]:
     return out
 
 
-async def _heal_meta(afr: Replicate, v: _View, s: int, sinks: int) -> None:
+async def _heal_meta(afr: ReplicaSet, v: _View, s: int, sinks: int) -> None:
     call = _hcall(afr)
     src = v.reps[s]
     ia = src.iatt
@@ -585,14 +601,14 @@ async def _heal_meta(afr: Replicate, v: _View, s: int, sinks: int) -> None:
         await c.setattr(call, SetattrReq(g, valid, S.S_IMODE(ia.mode), ia.uid, ia.gid, 0,
                                          ia.atime_ns, ia.mtime_ns))
 
-    res = await afr._fan(sinks, one)
+    res = await afr.fan(sinks, one)
     bad = [f"{afr.bname(j)}: {res[j]}" for j in bits(sinks) if isinstance(res[j], FopError)]
     if bad:
         raise FopError(errno.EIO, f"metadata heal of {gfid_str(g)} failed on " + "; ".join(bad))
 
 
 # ---------------------------------------------------------------- data
-async def _heal_file_data(afr: Replicate, locks: _HealLocks, v: _View, source: int | None,
+async def _heal_file_data(afr: ReplicaSet, locks: _HealLocks, v: _View, source: int | None,
                           policy: str | None, out: HealResult, full: bool) -> None:
     """Data heal of a regular file. Decided under the whole-file transaction lock (`v` was
     looked up under it); the copy then runs window by window, each under a lock on just that
@@ -636,7 +652,7 @@ async def _heal_file_data(afr: Replicate, locks: _HealLocks, v: _View, source: i
     await _reset(afr, v, M_DATA)
 
 
-def _source_changed(afr: Replicate, was: _View, now: _View, s: int, sinks: int) -> str:
+def _source_changed(afr: ReplicaSet, was: _View, now: _View, s: int, sinks: int) -> str:
     """Why the copy from `s` must not be trusted any more ('' = it can): a client's write
     that failed on the source (someone accuses it now) or a copy that went away."""
     if not now.present >> s & 1:
@@ -649,7 +665,7 @@ def _source_changed(afr: Replicate, was: _View, now: _View, s: int, sinks: int) 
     return ""
 
 
-async def _finish_data(afr: Replicate, ia: Iatt, sinks: int, fds: dict[int, Fd]) -> None:
+async def _finish_data(afr: ReplicaSet, ia: Iatt, sinks: int, fds: dict[int, Fd]) -> None:
     """Under the whole-file lock: sinks get the source's size (now) and times, on disk."""
     call = _hcall(afr)
     sink_list = bits(sinks)
@@ -660,7 +676,7 @@ async def _finish_data(afr: Replicate, ia: Iatt, sinks: int, fds: dict[int, Fd])
         call, SetattrReq(ia.gfid, SET_ATIME | SET_MTIME, 0, 0, 0, 0, ia.atime_ns, ia.mtime_ns)))
 
 
-async def _copy_windows(afr: Replicate, locks: _HealLocks, v: _View, s: int, sinks: int,
+async def _copy_windows(afr: ReplicaSet, locks: _HealLocks, v: _View, s: int, sinks: int,
                         fds: dict[int, Fd]) -> tuple[int, str]:
     """Copy the differing windows of the source to the sinks -> (bytes written, why it
     stopped early or ''). Holes of the source are skipped with SEEK_DATA/SEEK_HOLE (and
@@ -702,7 +718,7 @@ async def _copy_windows(afr: Replicate, locks: _HealLocks, v: _View, s: int, sin
 
             async def checksum() -> None:
                 if not hole:
-                    sums.extend(await afr._fan(both, lambda i: afr.children[i].rchecksum(
+                    sums.extend(await afr.fan(both, lambda i: afr.children[i].rchecksum(
                         call, RchecksumReq(fds[i], a, n))))
 
             with collapsed():  # a FopError of either reaches the caller as itself
@@ -762,19 +778,19 @@ async def _copy_windows(afr: Replicate, locks: _HealLocks, v: _View, s: int, sin
 INF_OFF = 1 << 63
 
 
-async def _all(afr: Replicate, idx: list[int], fn: Callable[[int], Awaitable[Any]]) -> None:
+async def _all(afr: ReplicaSet, idx: list[int], fn: Callable[[int], Awaitable[Any]]) -> None:
     """fn on each brick in parallel; the first failure is raised (naming the brick)."""
     mask = sum(1 << i for i in idx)
     if not mask:
         return
-    res = await afr._fan(mask, fn)
+    res = await afr.fan(mask, fn)
     for i in idx:
         if isinstance(res[i], FopError):
             raise FopError(res[i].errno, f"{afr.bname(i)}: {res[i]}")
 
 
 # ---------------------------------------------------------------- entries
-async def list_dir(afr: Replicate, i: int, gfid: bytes) -> dict[bytes, Dirent]:
+async def list_dir(afr: ReplicaSet, i: int, gfid: bytes) -> dict[bytes, Dirent]:
     """Every entry of a directory on brick i (readdirplus), `.gvol` at the root left out."""
     call = _hcall(afr)
     c = afr.children[i]
@@ -800,7 +816,7 @@ async def list_dir(afr: Replicate, i: int, gfid: bytes) -> dict[bytes, Dirent]:
     return out
 
 
-async def _remove(afr: Replicate, i: int, parent: bytes, name: bytes, e: Dirent) -> int:
+async def _remove(afr: ReplicaSet, i: int, parent: bytes, name: bytes, e: Dirent) -> int:
     """Remove a name (a whole subtree for a directory) from brick i; -> entries removed."""
     call = _hcall(afr)
     c = afr.children[i]
@@ -817,7 +833,7 @@ async def _remove(afr: Replicate, i: int, parent: bytes, name: bytes, e: Dirent)
     return n + 1
 
 
-async def _make(afr: Replicate, j: int, parent: bytes, name: bytes, ia: Iatt, s: int,
+async def _make(afr: ReplicaSet, j: int, parent: bytes, name: bytes, ia: Iatt, s: int,
                 sources: int) -> None:
     """Create (parent, name) on brick j like source s has it (same gfid), and mark it on the
     sources as needing its own heal towards j."""
@@ -845,11 +861,11 @@ async def _make(afr: Replicate, j: int, parent: bytes, name: bytes, ia: Iatt, s:
         slots = (M_DATA | M_META) if fmt == S.S_IFREG else M_META
     mark = {afr.keys[j]: struct.pack(">3i", *(1 if slots >> k & 1 else 0 for k in range(3)))}
     hc = _hcall(afr)
-    await afr._fan(sources, lambda i: afr.children[i].xattrop(
+    await afr.fan(sources, lambda i: afr.children[i].xattrop(
         hc, XattropReq(g, XATTROP_ADD_ARRAY, mark)))
 
 
-async def _heal_entries(afr: Replicate, v: _View, source: int | None, policy: str | None,
+async def _heal_entries(afr: ReplicaSet, v: _View, source: int | None, policy: str | None,
                         out: HealResult, full: bool) -> bool:
     """Entry heal of a directory; -> True when its entry counters may be reset."""
     needed = _needs(v, ENTRY)
@@ -871,7 +887,7 @@ async def _heal_entries(afr: Replicate, v: _View, source: int | None, policy: st
         merge = True  # only dirty (or a full crawl): every copy's names count
     g = _g(v)
     lists: dict[int, dict[bytes, Dirent]] = {}
-    res = await afr._fan(v.present, lambda i: list_dir(afr, i, g))
+    res = await afr.fan(v.present, lambda i: list_dir(afr, i, g))
     for i in bits(v.present):
         if isinstance(res[i], FopError):
             raise FopError(res[i].errno, f"listing {gfid_str(g)} on {afr.bname(i)}: {res[i]}")
@@ -927,7 +943,7 @@ async def _heal_entries(afr: Replicate, v: _View, source: int | None, policy: st
 
 
 # ---------------------------------------------------------------- crawls
-async def index_entries(afr: Replicate) -> dict[int, dict[str, list[str]]]:
+async def index_entries(afr: ReplicaSet) -> dict[int, dict[str, list[str]]]:
     """Every up brick's index: {brick: {"xattrop": [gfid strings], "dirty": [...]}}."""
     call = _hcall(afr)
     out: dict[int, dict[str, list[str]]] = {}
@@ -955,7 +971,7 @@ async def index_entries(afr: Replicate) -> dict[int, dict[str, list[str]]]:
             got[kind] = names
         return got
 
-    res = await afr._fan(afr._upmask(), one)
+    res = await afr.fan(afr.up_mask(), one)
     for i, r in enumerate(res):
         if isinstance(r, dict):
             out[i] = r
@@ -964,7 +980,7 @@ async def index_entries(afr: Replicate) -> dict[int, dict[str, list[str]]]:
     return out
 
 
-async def index_heal(afr: Replicate, *, max_rounds: int = 64, parallel: int = 4,
+async def index_heal(afr: ReplicaSet, *, max_rounds: int = 64, parallel: int = 4,
                      progress: Callable[[HealStats], Any] | None = None) -> HealStats:
     """Heal what the bricks' indices list, round after round while rounds make progress;
     up to `parallel` objects at a time."""
@@ -1023,7 +1039,7 @@ def _gfids(idx: dict[int, dict[str, list[str]]]) -> set[bytes]:
     return out
 
 
-async def full_heal(afr: Replicate, *, progress: Callable[[HealStats], Any] | None = None
+async def full_heal(afr: ReplicaSet, *, progress: Callable[[HealStats], Any] | None = None
                     ) -> HealStats:
     """Walk the whole tree from the root, healing every directory (names missing somewhere
     included) and every object whose counters or sizes disagree; then an index heal."""
@@ -1052,9 +1068,9 @@ async def full_heal(afr: Replicate, *, progress: Callable[[HealStats], Any] | No
             progress(st)
         if not S.S_ISDIR(r.type):
             continue
-        up = afr._upmask()
+        up = afr.up_mask()
         lst: dict[bytes, Dirent] = {}
-        for i in afr._pick(g, up & afr.data_mask or up):
+        for i in afr.brick_order(g, up & afr.data_mask or up):
             try:
                 lst = await list_dir(afr, i, g)
                 break
@@ -1088,9 +1104,9 @@ async def full_heal(afr: Replicate, *, progress: Callable[[HealStats], Any] | No
 
 
 # ---------------------------------------------------------------- heal info
-async def inspect_gfid(afr: Replicate, gfid: bytes) -> dict[str, Any]:
+async def inspect_gfid(afr: ReplicaSet, gfid: bytes) -> dict[str, Any]:
     """Without locks: does the object need heal, and is it in split-brain (and which kinds)?"""
-    v = await _look(afr, gfid, afr._upmask(), False)
+    v = await _look(afr, gfid, afr.up_mask(), False)
     out: dict[str, Any] = {"gfid": gfid_str(gfid), "split_brain": [], "pending": False,
                            "present": afr.bnames(v.present), "type": v.type}
     if not v.present:
@@ -1111,7 +1127,7 @@ async def inspect_gfid(afr: Replicate, gfid: bytes) -> dict[str, Any]:
     return out
 
 
-async def path_on(afr: Replicate, i: int, gfid: bytes) -> str | None:
+async def path_on(afr: ReplicaSet, i: int, gfid: bytes) -> str | None:
     """The object's path as brick i knows it (None when it cannot tell)."""
     try:
         rep = await afr.children[i].getxattr(_hcall(afr), GetxattrReq(gfid, XATTR_PATH))
@@ -1120,7 +1136,7 @@ async def path_on(afr: Replicate, i: int, gfid: bytes) -> str | None:
     return rep.value.decode(errors="replace")
 
 
-async def heal_info(afr: Replicate, *, inspect: bool = True) -> dict[str, Any]:
+async def heal_info(afr: ReplicaSet, *, inspect: bool = True) -> dict[str, Any]:
     """Per brick: the entries its index lists (what needs heal), split-brain ones marked."""
     idx = await index_entries(afr)
     cache: dict[str, dict[str, Any]] = {}
@@ -1163,7 +1179,7 @@ async def heal_info(afr: Replicate, *, inspect: bool = True) -> dict[str, Any]:
     return {"replica_set": afr.name, "bricks": bricks, "total": total, "split_brain": sb}
 
 
-async def split_brain_info(afr: Replicate) -> list[dict[str, Any]]:
+async def split_brain_info(afr: ReplicaSet) -> list[dict[str, Any]]:
     """Objects in split-brain: {gfid, kinds (data/metadata/entry, and 'gfid' for a
     directory holding names whose copies have different gfids or types), bricks whose index
     lists it, names}."""
@@ -1199,16 +1215,16 @@ async def split_brain_info(afr: Replicate) -> list[dict[str, Any]]:
     return out
 
 
-async def name_split_brains(afr: Replicate, dir_gfid: bytes) -> list[bytes]:
+async def name_split_brains(afr: ReplicaSet, dir_gfid: bytes) -> list[bytes]:
     """Names in a directory whose copies on the directory's entry sources disagree on gfid or
     type (only looks when the directory has entry counters)."""
-    v = await _look(afr, dir_gfid, afr._upmask(), False)
+    v = await _look(afr, dir_gfid, afr.up_mask(), False)
     if not S.S_ISDIR(v.type) or not _needs(v, ENTRY):
         return []
     src, sinks, split = _sources(afr, v, ENTRY)
     if not split and sinks:
         return []
-    res = await afr._fan(v.present, lambda i: list_dir(afr, i, dir_gfid))
+    res = await afr.fan(v.present, lambda i: list_dir(afr, i, dir_gfid))
     lists = {i: r for i, r in enumerate(res) if isinstance(r, dict)}
     names: set[bytes] = set()
     for lst in lists.values():
@@ -1226,7 +1242,7 @@ async def name_split_brains(afr: Replicate, dir_gfid: bytes) -> list[bytes]:
 POLICIES = ("bigger-file", "latest-mtime", "source-brick")
 
 
-async def resolve_path(afr: Replicate, path: str) -> tuple[bytes, bytes | None]:
+async def resolve_path(afr: ReplicaSet, path: str) -> tuple[bytes, bytes | None]:
     """'/a/b/c' or 'gfid:<uuid>' -> (parent gfid, name) of the last component, walking the
     directories through the translator; (gfid, None) for a gfid."""
     if path.startswith("gfid:") or path.startswith("<gfid:"):
@@ -1242,7 +1258,7 @@ async def resolve_path(afr: Replicate, path: str) -> tuple[bytes, bytes | None]:
     return g, parts[-1].encode()
 
 
-async def resolve_split_brain(afr: Replicate, path: str, policy: str,
+async def resolve_split_brain(afr: ReplicaSet, path: str, policy: str,
                               brick: int | None = None) -> HealResult:
     """Resolve the split-brain of one file or directory (`path` from the volume root, or
     'gfid:<uuid>'): bigger-file, latest-mtime, or source-brick `brick` (an index into the
@@ -1255,8 +1271,8 @@ async def resolve_split_brain(afr: Replicate, path: str, policy: str,
     if name is None:
         return await _resolve_gfid(afr, parent, policy, brick)
     call = _hcall(afr)
-    up = afr._upmask()
-    res = await afr._fan(up, lambda i: afr.children[i].lookup(
+    up = afr.up_mask()
+    res = await afr.fan(up, lambda i: afr.children[i].lookup(
         call, LookupReq(parent=parent, name=name, xattrs=afr.all_keys)))
     copies = {i: r.iatt for i, r in enumerate(res) if isinstance(r, EntryRep)}
     if not copies:
@@ -1293,7 +1309,7 @@ async def resolve_split_brain(afr: Replicate, path: str, policy: str,
     return r
 
 
-def _pick_copy(afr: Replicate, policy: str, copies: dict[int, Iatt], brick: int | None,
+def _pick_copy(afr: ReplicaSet, policy: str, copies: dict[int, Iatt], brick: int | None,
                what: str) -> int:
     if policy == "source-brick":
         assert brick is not None
@@ -1313,9 +1329,9 @@ def _pick_copy(afr: Replicate, policy: str, copies: dict[int, Iatt], brick: int 
     return pick
 
 
-async def _resolve_gfid(afr: Replicate, gfid: bytes, policy: str,
+async def _resolve_gfid(afr: ReplicaSet, gfid: bytes, policy: str,
                         brick: int | None) -> HealResult:
-    v = await _look(afr, gfid, afr._upmask(), False)
+    v = await _look(afr, gfid, afr.up_mask(), False)
     if not v.present:
         raise FopError(errno.ENOENT, f"gfid {gfid_str(gfid)}: on no up brick")
     split = [k for k in (DATA, META, ENTRY) if _sources(afr, v, k)[2]
@@ -1334,7 +1350,7 @@ async def _resolve_gfid(afr: Replicate, gfid: bytes, policy: str,
     return r
 
 
-async def resolve_with_brick(afr: Replicate, brick: int) -> list[HealResult]:
+async def resolve_with_brick(afr: ReplicaSet, brick: int) -> list[HealResult]:
     """source-brick without a file: every split-brain object of this replica set takes the
     copy on `brick`."""
     out = []
@@ -1351,10 +1367,10 @@ async def resolve_with_brick(afr: Replicate, brick: int) -> list[HealResult]:
 
 
 # ---------------------------------------------------------------- whole volumes (gvold)
-def replicas(top: Any) -> list[Replicate]:
+def replicas(top: Any) -> list[ReplicaSet]:
     """Every replica set of a client graph, in brick order."""
-    from .afr import Replicate
-    return [x for x in top.walk() if isinstance(x, Replicate)]
+    replicate = lookup_type("cluster/replicate")
+    return [x for x in top.walk() if isinstance(x, replicate)]  # type: ignore[misc]
 
 
 async def heal_volume(top: Any, *, full: bool = False,
@@ -1401,7 +1417,7 @@ def summary(info: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def find_brick(afrs: list[Replicate], name: str) -> tuple[Replicate, int]:
+def find_brick(afrs: list[ReplicaSet], name: str) -> tuple[ReplicaSet, int]:
     """The replica set and index of a brick given by its client name (VOL-client-N)."""
     for afr in afrs:
         if name in afr.client_names:

@@ -53,6 +53,20 @@ from typing import Any
 
 import trio
 
+from ..changelog import (
+    INDEX_DIRTY_GFID,
+    INDEX_XATTROP_GFID,
+    XATTR_AFR_DIRTY,
+    XATTR_AFR_PREFIX,
+    XD_INODE,
+    XD_LOCK_ENTRY,
+    XD_LOCK_INODE,
+    XD_NEWPARENT,
+    XD_PARENT,
+    XD_UNLOCK_ENTRY,
+    XD_UNLOCK_INODE,
+    XD_UNLOCK_OWNER,
+)
 from ..fops import (
     EMPTY,
     ENTRYLK_LOCK_NB,
@@ -72,13 +86,11 @@ from ..fops import (
 )
 from ..types import (
     PID_INTERNAL,
-    XATTR_PREFIX,
     XDATA_NAME,
     Call,
     Dirent,
     Fd,
     FopError,
-    Gfid,
     Iatt,
     gfid2path_xattr,
 )
@@ -86,21 +98,8 @@ from ..xlator import GraphError, Option, Translator, register
 
 log = logging.getLogger(__name__)
 
-XATTR_AFR_PREFIX = XATTR_PREFIX + "afr."
-XATTR_AFR_DIRTY = XATTR_AFR_PREFIX + "dirty"
 
-INDEX_XATTROP_GFID = Gfid(b"\x00" * 15 + b"\x05")
-INDEX_DIRTY_GFID = Gfid(b"\x00" * 15 + b"\x06")
 INDEX_DIRS = {INDEX_XATTROP_GFID: "xattrop", INDEX_DIRTY_GFID: "dirty"}
-
-XD_INODE = "xattrop.inode:"
-XD_PARENT = "xattrop.parent:"
-XD_NEWPARENT = "xattrop.newparent:"
-XD_LOCK_INODE = "lock.inodelk"
-XD_LOCK_ENTRY = "lock.entrylk"
-XD_UNLOCK_INODE = "unlock.inodelk"
-XD_UNLOCK_ENTRY = "unlock.entrylk"
-XD_UNLOCK_OWNER = "unlock.owner"
 
 # where "xattrop.inode:" applies, per fop: the request field holding the object's gfid
 _FD_FOPS = ("write", "ftruncate", "fallocate", "discard", "zerofill", "fsetattr", "fsetxattr",
