@@ -49,8 +49,7 @@ from brickd.systemd import sd_notify
 from translators.errgroups import collapsed, describe
 from translators.types import XATTR_VOLUME_ID
 
-from . import bricks as B
-from . import volgen
+from . import bricks, volgen
 from .errors import GvolError, ProtocolError
 from .heal import HealDaemon
 from .mgmt_client import DEFAULT_PORT, PROTO_VERSION, decode_body, encode_frame, frame_length
@@ -212,7 +211,7 @@ class Config:
     port: int = DEFAULT_PORT
     listen: str = ""
     log_dir: Path | None = None
-    base_port: int = B.BASE_PORT
+    base_port: int = bricks.BASE_PORT
     brick_start_timeout: float = BRICK_START_TIMEOUT
     stop_grace: float = STOP_GRACE
     supervise_interval: float = SUPERVISE_INTERVAL
@@ -226,7 +225,7 @@ class Gvold:
         self.cfg = cfg
         self.store = Store(cfg.state_dir)
         self.vols: dict[str, dict[str, Any]] = {}
-        self.procs: dict[tuple[str, str], B.BrickProc] = {}
+        self.procs: dict[tuple[str, str], bricks.BrickProc] = {}
         self.lock = trio.Lock()  # serialises every change of state and of brick processes
         self.log_dir = cfg.log_dir or self._default_log_dir()
         self.tcp_port: int | None = None
@@ -249,7 +248,7 @@ class Gvold:
             "volume-set": (self.cmd_set, True),
             "volume-reset": (self.cmd_reset, True),
         }
-        self.heal = HealDaemon(self)
+        self.heal = HealDaemon(lambda: self.vols, self.get_vol)
         self.commands.update({
             "volume-heal": (self.heal.cmd_heal, True),
             "volume-heal-info": (self.heal.cmd_info, False),
@@ -288,12 +287,12 @@ class Gvold:
     def is_local(self, brick: dict[str, Any]) -> bool:
         return brick.get("node") == self.store.node_uuid
 
-    def proc(self, vol: dict[str, Any], brick: dict[str, Any]) -> B.BrickProc:
+    def proc(self, vol: dict[str, Any], brick: dict[str, Any]) -> bricks.BrickProc:
         key = (vol["name"], brick["path"])
         bp = self.procs.get(key)
         volfile = self.store.vol_dir(vol["name"]) / volgen.brick_volfile_name(vol, brick)
         if bp is None:
-            bp = B.BrickProc(
+            bp = bricks.BrickProc(
                 vol=vol["name"], host=brick["host"], path=brick["path"], volfile=volfile,
                 pidfile=self.store.pidfile(vol["name"], brick["host"], brick["path"]),
                 logfile=self.log_dir / "bricks" / f"{brick_dashed(brick['path'])}.log")
@@ -315,7 +314,7 @@ class Gvold:
                 if not self.is_local(b):
                     continue
                 bp = self.proc(vol, b)
-                pid = B.find_brick_pid(bp.pidfile, bp.volfile)
+                pid = bricks.find_brick_pid(bp.pidfile, bp.volfile)
                 if pid is not None:
                     bp.pid, bp.popen = pid, None
                     log.info("adopted brick %s of volume %s (pid %d)", bp.name, vol["name"], pid)
@@ -356,10 +355,10 @@ class Gvold:
     def _ensure_port(self, vol: dict[str, Any], b: dict[str, Any]) -> bool:
         """If the brick's port was taken by another program, move the brick to a free port
         (updating the definition and volfiles). Returns True if the port changed."""
-        if B.port_free(b["port"]):
+        if bricks.port_free(b["port"]):
             return False
         old = b["port"]
-        b["port"] = B.allocate_ports(1, self.used_ports(), self.cfg.base_port)[0]
+        b["port"] = bricks.allocate_ports(1, self.used_ports(), self.cfg.base_port)[0]
         log.warning("port %d of brick %s:%s is in use by another program; moving to %d",
                     old, b["host"], b["path"], b["port"])
         return True
@@ -376,13 +375,13 @@ class Gvold:
             self.save(vol)
         for b in todo:
             self._prepare_brick(vol, b)
-        started: list[tuple[B.BrickProc, int, dict[str, Any]]] = []
+        started: list[tuple[bricks.BrickProc, int, dict[str, Any]]] = []
         errors: list[str] = []
         try:
             for b in todo:
                 bp = self.proc(vol, b)
                 try:
-                    offset = B.spawn(bp)
+                    offset = bricks.spawn(bp)
                 except OSError as e:
                     raise GvolError(f"cannot start brick {bp.name}: {e}") from None
                 log.info("started brick %s of volume %s (pid %d, port %d)", bp.name,
@@ -395,12 +394,12 @@ class Gvold:
                     bp, offset, b = item
                     if not bp.alive():
                         errors.append(f"brick {bp.name} failed to start "
-                                      f"({B.signal_name(bp.exit_code)}): "
-                                      f"{B.log_tail(bp.logfile, offset) or 'no output'} "
+                                      f"({bricks.signal_name(bp.exit_code)}): "
+                                      f"{bricks.log_tail(bp.logfile, offset) or 'no output'} "
                                       f"(log: {bp.logfile})")
                         bp.forget()
                         pending.remove(item)
-                    elif B.port_listening(b["port"]):
+                    elif bricks.port_listening(b["port"]):
                         pending.remove(item)
                 if errors:
                     break
@@ -408,7 +407,7 @@ class Gvold:
                     bp, offset, b = pending[0]
                     errors.append(f"brick {bp.name} did not listen on port {b['port']} within "
                                   f"{self.cfg.brick_start_timeout:g}s: "
-                                  f"{B.log_tail(bp.logfile, offset) or 'no output'} "
+                                  f"{bricks.log_tail(bp.logfile, offset) or 'no output'} "
                                   f"(log: {bp.logfile})")
                     break
                 if pending:
@@ -424,14 +423,14 @@ class Gvold:
         if started:
             self.heal.brick_started(vol["name"])  # replicated: what it missed heals now
 
-    async def stop_bricks(self, procs: list[B.BrickProc]) -> None:
+    async def stop_bricks(self, procs: list[bricks.BrickProc]) -> None:
         """SIGTERM, wait up to the grace period, SIGKILL, wait; in parallel for all."""
         procs = [bp for bp in procs if bp.alive()]
         if not procs:
             return
         for bp in procs:
             log.info("stopping brick %s of volume %s (pid %s)", bp.name, bp.vol, bp.pid)
-            B.signal_brick(bp, signal.SIGTERM)
+            bricks.signal_brick(bp, signal.SIGTERM)
         deadline = trio.current_time() + self.cfg.stop_grace
         while any(bp.alive() for bp in procs) and trio.current_time() < deadline:
             await trio.sleep(0.05)
@@ -439,7 +438,7 @@ class Gvold:
             if bp.alive():
                 log.warning("brick %s ignored SIGTERM for %gs; killing it", bp.name,
                             self.cfg.stop_grace)
-                B.signal_brick(bp, signal.SIGKILL)
+                bricks.signal_brick(bp, signal.SIGKILL)
         deadline = trio.current_time() + 10
         while any(bp.alive() for bp in procs) and trio.current_time() < deadline:
             await trio.sleep(0.05)
@@ -476,7 +475,7 @@ class Gvold:
                         bp = self.proc(vol, b)
                         if bp.pid is not None and not bp.alive():
                             log.warning("brick %s of volume %s (pid %d) died: %s", bp.name,
-                                        vol["name"], bp.pid, B.signal_name(bp.exit_code))
+                                        vol["name"], bp.pid, bricks.signal_name(bp.exit_code))
                             bp.forget()
                             bp.restarts.append(time.monotonic())
                             if auto:
@@ -484,7 +483,7 @@ class Gvold:
                             else:
                                 log.warning("not restarting it: brick.auto-restart is off")
 
-    async def _restart(self, vol: dict[str, Any], b: dict[str, Any], bp: B.BrickProc) -> None:
+    async def _restart(self, vol: dict[str, Any], b: dict[str, Any], bp: bricks.BrickProc) -> None:
         now = time.monotonic()
         bp.restarts = [t for t in bp.restarts if now - t < RESTART_WINDOW]
         if len(bp.restarts) > RESTART_BURST:
@@ -558,7 +557,7 @@ class Gvold:
                 bp = self.proc(vol, b)
                 if bp.alive():
                     pid = bp.pid
-                    online = B.port_listening(b["port"])
+                    online = bricks.port_listening(b["port"])
             row = {"brick": f"{b['host']}:{b['path']}", "host": b["host"],
                    "path": b["path"], "port": b["port"], "pid": pid, "online": online}
             r = volgen.replica_count(vol)
@@ -659,7 +658,7 @@ class Gvold:
                                 f"or clear it with: setfattr -x {XATTR_VOLUME_ID} {found[0]}")
         # all checks passed: allocate, mark the bricks, then persist
         try:
-            ports = B.allocate_ports(len(parsed), self.used_ports(), self.cfg.base_port)
+            ports = bricks.allocate_ports(len(parsed), self.used_ports(), self.cfg.base_port)
         except OSError as e:
             raise GvolError(str(e)) from None
         vid = uuid.uuid4()
@@ -946,7 +945,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--log-dir", default=None,
                    help=f"logs (bricks/ below it); default {DEFAULT_LOG_DIR} if writable, "
                         "else STATE_DIR/logs")
-    p.add_argument("--base-port", type=int, default=B.BASE_PORT,
+    p.add_argument("--base-port", type=int, default=bricks.BASE_PORT,
                    help="first brick port (default %(default)s)")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--foreground", action="store_true",

@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
@@ -33,9 +33,6 @@ from translators.xlator import GraphError
 
 from . import volgen
 from .errors import GvolError
-
-if TYPE_CHECKING:
-    from .daemon import Gvold
 
 log = logging.getLogger("gvold.heal")
 
@@ -59,8 +56,12 @@ def is_replicated(vol: dict[str, Any]) -> bool:
 
 
 class HealDaemon:
-    def __init__(self, gvold: Gvold) -> None:
-        self.g = gvold
+    def __init__(self, volumes: Callable[[], dict[str, dict[str, Any]]],
+                 get_vol: Callable[[str], dict[str, Any]]) -> None:
+        """`volumes()`: gvold's volumes by name, now; `get_vol(name)`: one of them, or a
+        GvolError naming what is wrong (no such volume)."""
+        self.volumes = volumes
+        self.get_vol = get_vol
         self.vols: dict[str, VolHeal] = {}
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
@@ -92,7 +93,7 @@ class HealDaemon:
                     nursery.cancel_scope.cancel()
 
     def _replicated(self, name: str) -> dict[str, Any]:
-        vol = self.g.get_vol(name)
+        vol = self.get_vol(name)
         if not is_replicated(vol):
             raise GvolError(f"volume {name} is not a replicate volume")
         if vol["status"] != "Started":
@@ -124,7 +125,7 @@ class HealDaemon:
 
     def brick_started(self, name: str) -> None:
         """gvold started a brick of `name`: crawl soon (the others list what it missed)."""
-        vol = self.g.vols.get(name)
+        vol = self.volumes().get(name)
         if vol is not None and is_replicated(vol) and self._auto(vol):
             self.trigger(name, delay=AFTER_BRICK_START)
 
@@ -137,7 +138,7 @@ class HealDaemon:
             self._nursery = nursery
             while True:
                 now = trio.current_time()
-                for name, vol in list(self.g.vols.items()):
+                for name, vol in list(self.volumes().items()):
                     if vol["status"] != "Started" or not is_replicated(vol):
                         continue
                     st = self.state(name)
@@ -161,7 +162,7 @@ class HealDaemon:
         t0 = time.time()
         st.progress = {"crawl": kind, "started": t0}
         try:
-            vol = self.g.vols.get(name)
+            vol = self.volumes().get(name)
             if vol is None or vol["status"] != "Started":
                 return
 
