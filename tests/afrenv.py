@@ -43,7 +43,8 @@ from translators.fops import (
     TruncateReq,
     WriteReq,
 )
-from translators.storage.posix import Posix, prepare_brick
+from translators.storage.brickdir import prepare_brick
+from translators.storage.posix import Posix
 from translators.types import (
     ROOT_CALL,
     ROOT_GFID,

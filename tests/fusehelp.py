@@ -86,7 +86,7 @@ TEST_VOLUME_ID = "00000000-0000-0000-0000-0000000000aa"
 
 def prepare_brick(brick: str | os.PathLike, volume_id: str = TEST_VOLUME_ID) -> None:
     """Make `brick` a brick directory of `volume_id` (storage/posix's prepare_brick)."""
-    from translators.storage.posix import prepare_brick as prep
+    from translators.storage.brickdir import prepare_brick as prep
 
     os.makedirs(brick, exist_ok=True)
     prep(os.fspath(brick), volume_id)

@@ -27,7 +27,7 @@ from translators.fops import (
     WriteReq,
 )
 from translators.protocol.client import Client
-from translators.storage.posix import prepare_brick
+from translators.storage.brickdir import prepare_brick
 from translators.types import ROOT_CALL, FopError, gfid_str, new_gfid
 from translators.xlator import Event
 

@@ -112,7 +112,7 @@ def run(fn: Any) -> None:
 
 @pytest.fixture
 def brick(tmp_path: Path) -> Path:
-    from translators.storage.posix import prepare_brick
+    from translators.storage.brickdir import prepare_brick
     b = tmp_path / "b1"
     prepare_brick(str(b), VOL_ID)
     return b

@@ -40,7 +40,7 @@ from translators.fops import (
     StatfsRep,
     WriteReq,
 )
-from translators.storage.posix import prepare_brick
+from translators.storage.brickdir import prepare_brick
 from translators.types import (
     ROOT_CALL,
     ROOT_GFID,

@@ -63,13 +63,9 @@ from translators.fops import (
     WriteReq,
     XattropReq,
 )
-from translators.storage.posix import (
-    RENAME_EXCHANGE,
-    RENAME_NOREPLACE,
-    BrickError,
-    Posix,
-    prepare_brick,
-)
+from translators.storage.brickdir import BrickError, prepare_brick
+from translators.storage.posix import Posix
+from translators.storage.syscalls import RENAME_EXCHANGE, RENAME_NOREPLACE
 from translators.types import (
     INTERNAL_CALL,
     ROOT_CALL,

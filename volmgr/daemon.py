@@ -47,7 +47,9 @@ import trio
 
 from brickd.systemd import sd_notify
 from translators.errgroups import collapsed, describe
+from translators.storage.brickdir import prepare_brick
 from translators.types import XATTR_VOLUME_ID
+from translators.xlator import GraphError
 
 from . import bricks, volgen
 from .errors import GvolError, ProtocolError
@@ -333,23 +335,11 @@ class Gvold:
                             f"{vol['name']} ({XATTR_VOLUME_ID}); refusing to serve it")
 
     def _prepare_brick(self, vol: dict[str, Any], b: dict[str, Any]) -> None:
-        """Mark the directory as a brick of the volume (volume-id xattr; storage/posix's
-        prepare_brick also writes the root gfid and its .gvol/ layout). Idempotent."""
+        """Mark the directory as a brick of the volume (volume-id xattr, root gfid, .gvol/
+        layout: translators/storage/brickdir.py). Idempotent."""
         try:
-            from translators.storage.posix import prepare_brick
-        except Exception:  # posix not installed (or broken): write the volume-id ourselves
-            prepare_brick = None
-        try:
-            if prepare_brick is not None:
-                prepare_brick(b["path"], vol["id"])
-            else:
-                try:
-                    have = os.getxattr(b["path"], XATTR_VOLUME_ID)
-                except OSError:
-                    have = None
-                if have is None:
-                    os.setxattr(b["path"], XATTR_VOLUME_ID, uuid.UUID(vol["id"]).bytes)
-        except Exception as e:
+            prepare_brick(b["path"], vol["id"])
+        except (OSError, GraphError) as e:
             raise GvolError(f"cannot prepare brick {b['host']}:{b['path']}: {e}") from None
 
     def _ensure_port(self, vol: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -34,7 +34,6 @@ the disk for a small regular file starts reading its content (POSIX_FADV_WILLNEE
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import hashlib
 import logging
@@ -94,128 +93,36 @@ from ..types import (
     Iatt,
     Statvfs,
     gfid2path_xattr,
+    gfid_str,
 )
 from ..xlator import GraphError, Option, Translator, register
+from .brickdir import (
+    GVOL_DIR,
+    GVOL_NAME,
+    check_brick,
+    dir_link,
+    ensure_layout,
+    handle_rel,
+    parse_dir_link,
+)
+from .brickdir import prepare_brick as prepare_brick  # for callers that make and serve a brick
+from .syscalls import (
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    FALLOC_FL_ZERO_RANGE,
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    WOULD_BLOCK,
+    WouldBlock,
+    fallocate,
+    probe_cached,
+    renameat2,
+    set_times,
+)
 
 log = logging.getLogger(__name__)
 
-# ---------------------------------------------------------------- libc bits Python lacks
-_libc = ctypes.CDLL(None, use_errno=True)
-
-RENAME_NOREPLACE = 1
-RENAME_EXCHANGE = 2
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
-FALLOC_FL_ZERO_RANGE = 0x10
-_AT_FDCWD = -100
-_AT_SYMLINK_NOFOLLOW = 0x100
-_UTIME_NOW = (1 << 30) - 1
-_UTIME_OMIT = (1 << 30) - 2
-
-_renameat2 = getattr(_libc, "renameat2", None)
-if _renameat2 is not None:
-    _renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                           ctypes.c_uint)
-    _renameat2.restype = ctypes.c_int
-
-_fallocate = _libc.fallocate
-_fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
-_fallocate.restype = ctypes.c_int
-
-
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
-_Times = _Timespec * 2
-_utimensat = _libc.utimensat
-_utimensat.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_Timespec), ctypes.c_int)
-_utimensat.restype = ctypes.c_int
-_futimens = _libc.futimens
-_futimens.argtypes = (ctypes.c_int, ctypes.POINTER(_Timespec))
-_futimens.restype = ctypes.c_int
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]
-
-
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
-_SYS_openat2 = 437  # the same number on every Linux architecture
-_RESOLVE_CACHED = 0x20  # fail with EAGAIN rather than read the disk to resolve a path
-_PROBE_HOW = _OpenHow(os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, 0, _RESOLVE_CACHED)
-_PROBE_REF = ctypes.byref(_PROBE_HOW)
-_PROBE_SIZE = ctypes.sizeof(_PROBE_HOW)
-
-
-class _WouldBlock(Exception):
-    """An inline attempt needs the disk: redo the fop in a worker thread."""
-
-
-_WOULD_BLOCK = _WouldBlock()
-
-
-def _probe(dfd: int, rel: bytes) -> int:
-    """O_PATH fd of `rel` under `dfd` if every component is in the dentry cache; a cached
-    negative entry raises ENOENT; anything that needs the disk raises _WouldBlock."""
-    fd = _syscall(_SYS_openat2, dfd, rel, _PROBE_REF, _PROBE_SIZE)
-    if fd >= 0:
-        return fd
-    e = ctypes.get_errno()
-    if e == errno.EAGAIN:
-        raise _WOULD_BLOCK
-    raise OSError(e, os.strerror(e))
-
-
-def _oserror(what: Any = None) -> OSError:
-    e = ctypes.get_errno()
-    return OSError(e, os.strerror(e), what)
-
-
-def renameat2(olddirfd: int, old: bytes, newdirfd: int, new: bytes, flags: int) -> None:
-    if flags == 0:
-        os.rename(old, new, src_dir_fd=olddirfd, dst_dir_fd=newdirfd)
-        return
-    if _renameat2 is None:
-        raise OSError(errno.EINVAL, "rename flags need renameat2, which this libc lacks")
-    if _renameat2(olddirfd, old, newdirfd, new, flags) != 0:
-        raise _oserror(new)
-
-
-def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
-    if _fallocate(fd, mode, offset, length) != 0:
-        raise _oserror()
-
-
-def _set_times(fd: int, path: bytes | None, atime: int | None, mtime: int | None,
-               anow: bool, mnow: bool) -> None:
-    """utimensat with UTIME_NOW/UTIME_OMIT (os.utime cannot leave one of the two alone)."""
-    t = _Times()
-    for i, (ns, now) in enumerate(((atime, anow), (mtime, mnow))):
-        if now:
-            t[i].tv_sec, t[i].tv_nsec = 0, _UTIME_NOW
-        elif ns is None:
-            t[i].tv_sec, t[i].tv_nsec = 0, _UTIME_OMIT
-        else:
-            t[i].tv_sec, t[i].tv_nsec = divmod(ns, 1_000_000_000)
-    if path is None:
-        rc = _futimens(fd, t)
-    else:
-        rc = _utimensat(_AT_FDCWD, path, t, _AT_SYMLINK_NOFOLLOW)
-    if rc != 0:
-        raise _oserror(path)
-
-
 # ---------------------------------------------------------------- errors and brick setup
-class BrickError(GraphError):
-    """The brick directory cannot be served (missing, not a directory, wrong or no volume-id)."""
-
-
-GVOL_DIR = ".gvol"
-_GVOL_B = b".gvol"
-_ROOT_LINK = b"../../.."
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # flags a client may not pass through to the brick's open()
 _OPEN_STRIP = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_DIRECT | os.O_DIRECTORY | \
@@ -243,35 +150,6 @@ _XATTR_NS = ("user.", "trusted.", "security.", "system.posix_acl_access",
              "system.posix_acl_default")
 
 
-def _gs(g: bytes) -> str:
-    h = g.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def _hrel(g: bytes) -> bytes:
-    """Handle path relative to .gvol/handles."""
-    h = g.hex()
-    return f"{h[:2]}/{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}".encode()
-
-
-def _dir_link(parent: bytes, name: bytes) -> bytes:
-    return b"../" + _hrel(parent) + b"/" + name
-
-
-def _parse_dir_link(target: bytes) -> tuple[bytes, bytes] | None:
-    """'../xx/<gfid>/<name>' -> (parent gfid, name); None if it is not a handle link."""
-    if len(target) < 44 or not target.startswith(b"../") or target[42:43] != b"/":
-        return None
-    try:
-        pg = uuid.UUID(target[6:42].decode()).bytes
-    except ValueError:
-        return None
-    name = target[43:]
-    if not name or b"/" in name:
-        return None
-    return pg, name
-
-
 def _pwrite_all(fd: int, data: bytes, off: int) -> int:
     """pwrite until everything is written or the disk takes no more; -> bytes written."""
     n = os.pwrite(fd, data, off)
@@ -289,112 +167,6 @@ def _write_first(fd: int, data: bytes) -> None:
     """The content a create brings (CreateReq.data): all of it, or the create fails."""
     if _pwrite_all(fd, data, 0) < len(data):
         raise OSError(errno.ENOSPC, "no space left for the file's content")
-
-
-def _volume_uuid(volume_id: Any) -> bytes:
-    if isinstance(volume_id, (bytes, bytearray)) and len(volume_id) == 16:
-        return bytes(volume_id)
-    if isinstance(volume_id, uuid.UUID):
-        return volume_id.bytes
-    try:
-        return uuid.UUID(str(volume_id)).bytes
-    except ValueError:
-        raise BrickError(f"volume-id {volume_id!r} is not a uuid") from None
-
-
-def _read_volume_id(path: str) -> bytes | None:
-    try:
-        return os.getxattr(path, XATTR_VOLUME_ID)
-    except OSError as e:
-        if e.errno in (errno.ENODATA, errno.ENOTSUP):
-            return None
-        raise
-
-
-def _ensure_layout(path: str) -> None:
-    """Root gfid, .gvol/{handles,indices,tmp}, the root handle. Idempotent."""
-    try:
-        g = os.getxattr(path, XATTR_GFID)
-    except OSError as e:
-        if e.errno != errno.ENODATA:
-            raise
-        os.setxattr(path, XATTR_GFID, ROOT_GFID)
-    else:
-        if g != ROOT_GFID:
-            raise BrickError(f"brick {path}: its root has gfid {_gs(g)} instead of the root gfid "
-                             f"{_gs(ROOT_GFID)}: this directory is a subdirectory of some other "
-                             "brick, not a brick root")
-    for sub in (GVOL_DIR, f"{GVOL_DIR}/handles", f"{GVOL_DIR}/indices", f"{GVOL_DIR}/tmp"):
-        try:
-            os.mkdir(os.path.join(path, sub), 0o700)
-        except FileExistsError:
-            pass
-    handles = os.path.join(path, GVOL_DIR, "handles")
-    if len(os.listdir(handles)) < 256:
-        for i in range(256):  # the fan-out level
-            try:
-                os.mkdir(os.path.join(handles, f"{i:02x}"), 0o700)
-            except FileExistsError:
-                pass
-    rel = _hrel(ROOT_GFID).decode()
-    hdir = os.path.join(path, GVOL_DIR, "handles", os.path.dirname(rel))
-    os.makedirs(hdir, 0o700, exist_ok=True)
-    link = os.path.join(path, GVOL_DIR, "handles", rel)
-    try:
-        if os.readlink(link) != _ROOT_LINK.decode():
-            os.unlink(link)
-            os.symlink(_ROOT_LINK, link.encode())
-    except FileNotFoundError:
-        os.symlink(_ROOT_LINK, link.encode())
-
-
-def prepare_brick(path: str, volume_id: Any) -> None:
-    """Make `path` a brick of the volume (gvold calls this at volume create): write the
-    volume-id and the root gfid, create .gvol/. Creates the directory if it does not exist.
-    Refuses a directory that belongs to another volume or lies inside another brick."""
-    vid = _volume_uuid(volume_id)
-    path = os.path.abspath(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise BrickError(f"brick {path} is not a directory")
-    parent = os.path.dirname(path)
-    while True:
-        if os.path.isdir(parent):
-            try:
-                other = _read_volume_id(parent)
-            except OSError:
-                other = None
-            if other is not None:
-                raise BrickError(f"brick {path} lies inside {parent}, a brick of volume "
-                                 f"{_gs(other)}: choose a directory outside every other brick")
-        up = os.path.dirname(parent)
-        if up == parent:
-            break
-        parent = up
-    os.makedirs(path, 0o755, exist_ok=True)
-    have = _read_volume_id(path)
-    if have is not None and have != vid:
-        raise BrickError(f"brick {path} already belongs to volume {_gs(have)}, not {_gs(vid)}: "
-                         "delete that volume first, or clear its xattrs and .gvol if it is gone")
-    if have is None:
-        os.setxattr(path, XATTR_VOLUME_ID, vid)
-    _ensure_layout(path)
-
-
-def _check_brick(path: str, vid: bytes) -> None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise BrickError(f"brick {path} does not exist: if a disk should be mounted there, mount "
-                         "it; if the brick is new, create the volume with gvol") from None
-    if not S.S_ISDIR(st.st_mode):
-        raise BrickError(f"brick {path} is not a directory")
-    have = _read_volume_id(path)
-    if have is None:
-        raise BrickError(f"brick {path} has no {XATTR_VOLUME_ID}: it is not a brick of this "
-                         "volume, or the disk that should be mounted there is not mounted")
-    if have != vid:
-        raise BrickError(f"brick {path} belongs to volume {_gs(have)}, not to {_gs(vid)}: the "
-                         "wrong disk is mounted there, or the volume was re-created")
 
 
 # ---------------------------------------------------------------- directory fd cache
@@ -515,7 +287,7 @@ def _check_name(name: Any) -> None:
 
 def _check_entry(parent: Any, name: Any) -> None:
     _check_name(name)
-    if name == _GVOL_B and parent == ROOT_GFID:
+    if name == GVOL_NAME and parent == ROOT_GFID:
         raise FopError(errno.EPERM, ".gvol at the brick root is reserved for gvol's own data")
 
 
@@ -619,8 +391,8 @@ class Posix(Translator):
         log.info("brick %s: serving %s", self.brick_name, self.path)
 
     def _init_sync(self) -> None:
-        _check_brick(self.path, self.volume_id)
-        _ensure_layout(self.path)
+        check_brick(self.path, self.volume_id)
+        ensure_layout(self.path)
         self._rootfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._root = _DirEnt(self._rootfd)  # pinned forever: refs never reaches 0
         self._hfd = os.open(GVOL_DIR + "/handles", _O_DIR, dir_fd=self._rootfd)
@@ -647,8 +419,8 @@ class Posix(Translator):
             except OSError:
                 self._tmpfile = False
         try:
-            os.close(_probe(self._tfd, b"."))
-        except (OSError, _WouldBlock):
+            os.close(probe_cached(self._tfd, b"."))
+        except (OSError, WouldBlock):
             self._cached = False
 
     async def fini(self) -> None:
@@ -664,7 +436,7 @@ class Posix(Translator):
         what = f" {name!r}" if isinstance(name, bytes) else ""
         g = getattr(req, "gfid", None) or getattr(req, "parent", None)
         if isinstance(g, bytes) and len(g) == 16:
-            what += f" (gfid {_gs(g)})" if not what else f" in {_gs(g)}"
+            what += f" (gfid {gfid_str(g)})" if not what else f" in {gfid_str(g)}"
         return FopError(e.errno, f"{op}{what}: {e.strerror}")
 
     async def _run(self, fn, call: Call, req: Any) -> Any:
@@ -696,14 +468,15 @@ class Posix(Translator):
         if self._cached:
             try:
                 return fn(call, req, True)
-            except _WouldBlock:
+            except WouldBlock:
                 pass
             except OSError as e:
                 raise self._fail(fn.__name__[4:], req, e) from None
         return await self._run(fn, call, req)
 
-    def _habs(self, g: bytes) -> bytes:
-        return self._hpath + _hrel(g)
+    def _handle_path(self, g: bytes) -> bytes:
+        """Absolute path of the handle of `g`."""
+        return self._hpath + handle_rel(g)
 
     def _dir(self, g: bytes, inline: bool = False) -> _DirEnt:
         """Pinned open fd of directory `g` (release with self._rel)."""
@@ -713,21 +486,22 @@ class Posix(Translator):
         if e is not None:
             return e
         if inline:
-            raise _WOULD_BLOCK
+            raise WOULD_BLOCK
         chain: list[tuple[bytes, bytes]] = []
         cur = g
         while True:
             try:
-                target = os.readlink(_hrel(cur), dir_fd=self._hfd)
+                target = os.readlink(handle_rel(cur), dir_fd=self._hfd)
             except OSError as err:
                 if err.errno == errno.ENOENT:
-                    raise FopError(errno.ESTALE, f"no object with gfid {_gs(cur)}") from None
+                    raise FopError(errno.ESTALE, f"no object with gfid {gfid_str(cur)}") from None
                 if err.errno == errno.EINVAL:
-                    raise FopError(errno.ENOTDIR, f"gfid {_gs(cur)} is not a directory") from None
+                    raise FopError(errno.ENOTDIR,
+                                   f"gfid {gfid_str(cur)} is not a directory") from None
                 raise
-            parsed = _parse_dir_link(target)
+            parsed = parse_dir_link(target)
             if parsed is None:
-                raise FopError(errno.ENOTDIR, f"gfid {_gs(cur)} is not a directory")
+                raise FopError(errno.ENOTDIR, f"gfid {gfid_str(cur)} is not a directory")
             pg, name = parsed
             chain.append((cur, name))
             if pg == ROOT_GFID:
@@ -737,14 +511,15 @@ class Posix(Translator):
             if pe is not None:
                 break
             if len(chain) > 8192:
-                raise FopError(errno.ELOOP, f"handle chain of {_gs(g)} does not reach the root")
+                raise FopError(errno.ELOOP,
+                               f"handle chain of {gfid_str(g)} does not reach the root")
             cur = pg
         for cg, name in reversed(chain):
             try:
                 fd = os.open(name, _O_DIR, dir_fd=pe.fd)
             except OSError as err:
                 if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                    raise FopError(errno.ESTALE, f"directory {_gs(cg)} is gone") from None
+                    raise FopError(errno.ESTALE, f"directory {gfid_str(cg)} is gone") from None
                 raise
             finally:
                 if pe is not self._root:
@@ -755,7 +530,7 @@ class Posix(Translator):
                 have = None
             if have != cg:
                 os.close(fd)
-                raise FopError(errno.ESTALE, f"handle of {_gs(cg)} leads to another directory")
+                raise FopError(errno.ESTALE, f"handle of {gfid_str(cg)} leads to another directory")
             pe = self._dirs.put(cg, fd)
         return pe
 
@@ -772,10 +547,10 @@ class Posix(Translator):
         e = self._dirs.get(g)
         if e is not None:
             return e, b"", None
-        rel = _hrel(g)
+        rel = handle_rel(g)
         try:
             if inline:
-                fd = _probe(self._hfd, rel)
+                fd = probe_cached(self._hfd, rel)
                 try:
                     st = os.fstat(fd)
                 finally:
@@ -783,14 +558,14 @@ class Posix(Translator):
             else:
                 st = os.stat(rel, dir_fd=self._hfd, follow_symlinks=False)
         except FileNotFoundError:
-            raise FopError(errno.ESTALE, f"no object with gfid {_gs(g)}") from None
+            raise FopError(errno.ESTALE, f"no object with gfid {gfid_str(g)}") from None
         if S.S_ISLNK(st.st_mode) and st.st_nlink == 1:
             return self._dir(g, inline), b"", None
         return None, self._hpath + rel, st
 
     def _new_handle(self, g: bytes, make) -> None:
         """Create the handle with `make(rel)` (its fan-out directory made if it went away)."""
-        rel = _hrel(g)
+        rel = handle_rel(g)
         try:
             make(rel)
         except FileNotFoundError:
@@ -801,10 +576,11 @@ class Posix(Translator):
                     pass
             make(rel)
         except FileExistsError:
-            raise FopError(errno.EEXIST, f"gfid {_gs(g)} already exists on this brick") from None
+            raise FopError(errno.EEXIST,
+                           f"gfid {gfid_str(g)} already exists on this brick") from None
 
     def _drop_handle_if_last(self, g: bytes) -> None:
-        rel = _hrel(g)
+        rel = handle_rel(g)
         try:
             if os.stat(rel, dir_fd=self._hfd, follow_symlinks=False).st_nlink == 1:
                 os.unlink(rel, dir_fd=self._hfd)
@@ -930,7 +706,7 @@ class Posix(Translator):
         try:
             try:
                 if inline:
-                    fd = _probe(pe.fd, req.name)
+                    fd = probe_cached(pe.fd, req.name)
                     try:
                         st = os.fstat(fd)
                     finally:
@@ -1055,7 +831,7 @@ class Posix(Translator):
                 finally:
                     os.close(tfd)
         if v & (SET_ATIME | SET_MTIME | SET_ATIME_NOW | SET_MTIME_NOW):
-            _set_times(fd, path, req.atime_ns if v & SET_ATIME else None,
+            set_times(fd, path, req.atime_ns if v & SET_ATIME else None,
                        req.mtime_ns if v & SET_MTIME else None,
                        bool(v & SET_ATIME_NOW), bool(v & SET_MTIME_NOW))
         return os.fstat(fd) if path is None else os.lstat(path)
@@ -1110,7 +886,7 @@ class Posix(Translator):
     def _stage(self, call: Call, req: Any, fmt: int, make) -> EntryRep:
         """Make the object in .gvol/tmp, complete it there, link its handle, and move it into
         place atomically (RENAME_NOREPLACE): no one ever sees it without its gfid."""
-        tmp = _gs(req.gfid).encode()
+        tmp = gfid_str(req.gfid).encode()
         pe = self._dir(req.parent)
         try:
             gid, sgid = self._owner(call, pe.fd)
@@ -1120,7 +896,8 @@ class Posix(Translator):
             try:
                 make(tmp)
             except FileExistsError:
-                raise FopError(errno.EEXIST, f"gfid {_gs(req.gfid)} is being created") from None
+                raise FopError(errno.EEXIST,
+                               f"gfid {gfid_str(req.gfid)} is being created") from None
             tpath = self._tpath + tmp
             dfd = -1
             handle = False
@@ -1129,7 +906,7 @@ class Posix(Translator):
                     dfd = os.open(tmp, _O_DIR, dir_fd=self._tfd)
                     self._finish_new(call, req, dfd, gid, mode, fmt)
                     self._new_handle(req.gfid, lambda rel: os.symlink(
-                        _dir_link(req.parent, req.name), rel, dir_fd=self._hfd))
+                        dir_link(req.parent, req.name), rel, dir_fd=self._hfd))
                 else:
                     self._finish_new(call, req, tpath, gid, mode, fmt)
                     self._new_handle(req.gfid, lambda rel: os.link(
@@ -1145,7 +922,7 @@ class Posix(Translator):
             except BaseException:
                 if handle:
                     try:
-                        os.unlink(_hrel(req.gfid), dir_fd=self._hfd)
+                        os.unlink(handle_rel(req.gfid), dir_fd=self._hfd)
                     except OSError:
                         pass
                 try:
@@ -1166,7 +943,7 @@ class Posix(Translator):
                 finally:
                     self._dirs.release(e)
             else:
-                st = os.lstat(self._hpath + _hrel(req.gfid))
+                st = os.lstat(self._hpath + handle_rel(req.gfid))
             return EntryRep(_iatt(req.gfid, st), None)
         finally:
             self._rel(pe)
@@ -1223,7 +1000,7 @@ class Posix(Translator):
             except BaseException:
                 if handle:
                     try:
-                        os.unlink(_hrel(req.gfid), dir_fd=self._hfd)
+                        os.unlink(handle_rel(req.gfid), dir_fd=self._hfd)
                     except OSError:
                         pass
                 os.close(fd)
@@ -1267,7 +1044,7 @@ class Posix(Translator):
             raise FopError(errno.EPERM, "hard links to directories are not allowed")
         pe = self._dir(req.newparent)
         try:
-            rel = _hrel(req.gfid)
+            rel = handle_rel(req.gfid)
             os.link(rel, req.newname, src_dir_fd=self._hfd, dst_dir_fd=pe.fd,
                     follow_symlinks=False)
             return EntryRep(_iatt(req.gfid, os.stat(rel, dir_fd=self._hfd,
@@ -1312,7 +1089,7 @@ class Posix(Translator):
             if g is not None:
                 self._dirs.drop(g)
                 try:
-                    os.unlink(_hrel(g), dir_fd=self._hfd)
+                    os.unlink(handle_rel(g), dir_fd=self._hfd)
                 except FileNotFoundError:
                     pass
             return EMPTY
@@ -1365,7 +1142,7 @@ class Posix(Translator):
         elif S.S_ISDIR(tst.st_mode):
             self._dirs.drop(tg)
             try:
-                os.unlink(_hrel(tg), dir_fd=self._hfd)
+                os.unlink(handle_rel(tg), dir_fd=self._hfd)
             except FileNotFoundError:
                 pass
         else:
@@ -1377,7 +1154,7 @@ class Posix(Translator):
         """A renamed non-directory: if its old name is recorded in its gfid2path xattrs, record
         the new one instead. Only heal info reads them; a failure here must not fail the
         rename."""
-        hp = self._habs(g)
+        hp = self._handle_path(g)
         try:
             try:
                 os.removexattr(hp, gfid2path_xattr(*gone)[0], follow_symlinks=False)
@@ -1389,7 +1166,7 @@ class Posix(Translator):
             os.setxattr(hp, k, v, follow_symlinks=False)
         except OSError as e:
             log.warning("brick %s: cannot record the name %r of %s: %s", self.brick_name, name,
-                        _gs(g), e)
+                        gfid_str(g), e)
 
     def _path_of(self, g: bytes) -> bytes:
         """The path of `g` on this brick: a directory's from its handle symlinks, a file's from
@@ -1399,19 +1176,19 @@ class Posix(Translator):
         for _ in range(4096):
             if cur == ROOT_GFID:
                 return b"/" + b"/".join(reversed(parts))
-            rel = _hrel(cur)
+            rel = handle_rel(cur)
             try:
                 st = os.stat(rel, dir_fd=self._hfd, follow_symlinks=False)
             except FileNotFoundError:
-                raise FopError(errno.ENOENT, f"no object with gfid {_gs(cur)}") from None
+                raise FopError(errno.ENOENT, f"no object with gfid {gfid_str(cur)}") from None
             if S.S_ISLNK(st.st_mode) and st.st_nlink == 1:  # a directory's handle
-                link = _parse_dir_link(os.readlink(rel, dir_fd=self._hfd))
+                link = parse_dir_link(os.readlink(rel, dir_fd=self._hfd))
                 if link is None:
-                    raise FopError(errno.EIO, f"bad directory handle for {_gs(cur)}")
+                    raise FopError(errno.EIO, f"bad directory handle for {gfid_str(cur)}")
                 cur, name = link
                 parts.append(name)
                 continue
-            hp = self._habs(cur)
+            hp = self._handle_path(cur)
             for k in os.listxattr(hp, follow_symlinks=False):
                 if not k.startswith(XATTR_GFID2PATH):
                     continue
@@ -1432,13 +1209,13 @@ class Posix(Translator):
                     cur = pg
                     break
             else:
-                raise FopError(errno.ENOENT, f"no name of {_gs(cur)} is known on this brick")
-        raise FopError(errno.ELOOP, f"the path of {_gs(g)} is too deep")
+                raise FopError(errno.ENOENT, f"no name of {gfid_str(cur)} is known on this brick")
+        raise FopError(errno.ELOOP, f"the path of {gfid_str(g)} is too deep")
 
     def _relink_dir(self, g: bytes, parent: bytes, name: bytes) -> None:
-        rel = _hrel(g)
+        rel = handle_rel(g)
         tmp = rel + b".%d" % threading.get_ident()
-        os.symlink(_dir_link(parent, name), tmp, dir_fd=self._hfd)
+        os.symlink(dir_link(parent, name), tmp, dir_fd=self._hfd)
         os.rename(tmp, rel, src_dir_fd=self._hfd, dst_dir_fd=self._hfd)
 
     # ------------------------------------------------------------ open / io
@@ -1464,16 +1241,16 @@ class Posix(Translator):
             # it truncates): no thread hop. Anything else (a directory's handle symlink, a
             # FIFO or device that may block on open, a handle not cached) goes to a thread.
             if flags & os.O_TRUNC:
-                raise _WOULD_BLOCK
+                raise WOULD_BLOCK
             try:
-                pfd = _probe(self._hfd, _hrel(req.gfid))
+                pfd = probe_cached(self._hfd, handle_rel(req.gfid))
             except FileNotFoundError:
-                raise FopError(errno.ESTALE, f"open: no object with gfid {_gs(req.gfid)}") \
+                raise FopError(errno.ESTALE, f"open: no object with gfid {gfid_str(req.gfid)}") \
                     from None
             try:
                 st = os.fstat(pfd)
                 if not S.S_ISREG(st.st_mode):
-                    raise _WOULD_BLOCK
+                    raise WOULD_BLOCK
                 fd = os.open(b"/proc/self/fd/%d" % pfd, flags | os.O_CLOEXEC)
             finally:
                 os.close(pfd)
@@ -1484,10 +1261,10 @@ class Posix(Translator):
                 raise
             return OpenRep(Fd(req.gfid, req.flags, False, {self: fd}), data)
         try:
-            fd = os.open(self._hpath + _hrel(req.gfid), flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(self._hpath + handle_rel(req.gfid), flags | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as e:
             if e.errno == errno.ENOENT:
-                raise FopError(errno.ESTALE, f"open: no object with gfid {_gs(req.gfid)}") \
+                raise FopError(errno.ESTALE, f"open: no object with gfid {gfid_str(req.gfid)}") \
                     from None
             if e.errno == errno.ELOOP:
                 e2, _, _ = self._resolve(req.gfid)
@@ -1517,7 +1294,7 @@ class Posix(Translator):
             return None
         try:
             if inline:
-                pfd = _probe(pe.fd, name)
+                pfd = probe_cached(pe.fd, name)
             else:
                 pfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pe.fd)
         except FileNotFoundError:
@@ -1545,7 +1322,7 @@ class Posix(Translator):
 
     def _prefetch(self, fd: int, st: os.stat_result, limit: int, inline: bool) -> bytes:
         """The whole content of a regular file of 1..`limit` bytes (open's prefetch), else
-        b"". Inline, only what the page cache holds (else _WouldBlock: redo in a thread)."""
+        b"". Inline, only what the page cache holds (else WouldBlock: redo in a thread)."""
         limit = min(limit, _PREFETCH_MAX)
         if not S.S_ISREG(st.st_mode) or not 0 < st.st_size <= limit:
             return b""
@@ -1553,15 +1330,15 @@ class Posix(Translator):
         buf = bytearray(st.st_size + 1)
         if inline:
             if not self._nowait:
-                raise _WOULD_BLOCK
+                raise WOULD_BLOCK
             try:
                 n = os.preadv(fd, (buf,), 0, os.RWF_NOWAIT)
             except OSError as e:  # EAGAIN: not cached
                 if e.errno == errno.EOPNOTSUPP:
                     self._nowait = False
-                raise _WOULD_BLOCK from None
+                raise WOULD_BLOCK from None
             if n < st.st_size:  # partly cached (or truncated meanwhile: let the thread see)
-                raise _WOULD_BLOCK
+                raise WOULD_BLOCK
         else:
             n = os.preadv(fd, (buf,), 0)
         if n > st.st_size:
@@ -1672,7 +1449,7 @@ class Posix(Translator):
             hide = req.fd.gfid == ROOT_GFID
             with os.scandir(b"/proc/self/fd/%d" % ctx.ent.fd) as it:
                 for de in it:
-                    if hide and de.name == _GVOL_B:
+                    if hide and de.name == GVOL_NAME:
                         continue
                     names.append(de.name)
                     types.append(_dtype(de))
@@ -1768,7 +1545,7 @@ class Posix(Translator):
     def _do_getxattr(self, call: Call, req, inline: bool = False) -> XattrRep:
         if req.name == XATTR_PATH:
             if inline:
-                raise _WOULD_BLOCK
+                raise WOULD_BLOCK
             return XattrRep(self._path_of(req.gfid))
         e, p, _ = self._resolve(req.gfid, inline)
         try:
@@ -1821,10 +1598,11 @@ class Posix(Translator):
 
     def _do_truncate(self, call: Call, req) -> AttrRep:
         try:
-            fd = os.open(self._hpath + _hrel(req.gfid), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(self._hpath + handle_rel(req.gfid),
+                         os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as e:
             if e.errno == errno.ENOENT:
-                raise FopError(errno.ESTALE, f"truncate: no object {_gs(req.gfid)}") from None
+                raise FopError(errno.ESTALE, f"truncate: no object {gfid_str(req.gfid)}") from None
             if e.errno == errno.ELOOP:
                 raise FopError(errno.EINVAL, "truncate of a symlink or directory") from None
             raise
