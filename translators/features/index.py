@@ -93,6 +93,7 @@ from ..types import (
     FopError,
     Iatt,
     gfid2path_xattr,
+    gfid_str,
 )
 from ..xlator import GraphError, Option, Translator, register
 
@@ -118,10 +119,6 @@ def _others(xd: dict) -> dict | None:
     """xdata keys meant for the translators below (say storage/posix's expected gfid)."""
     rest = {k: v for k, v in xd.items() if not k.startswith(_OWN)}
     return rest or None
-
-
-def _gs(g: bytes) -> str:
-    return str(uuid.UUID(bytes=bytes(g)))
 
 
 def _nonzero(v: bytes | None) -> bool:
@@ -213,7 +210,7 @@ class Index(Translator):
         return pend, dirty
 
     def _set(self, sub: str, g: bytes, on: bool) -> None:
-        path = os.path.join(self.base, sub, _gs(g))
+        path = os.path.join(self.base, sub, gfid_str(g))
         if on:
             try:
                 os.link(os.path.join(self.base, sub, f"{sub}-base"), path)
@@ -264,7 +261,7 @@ class Index(Translator):
                 self._set(sub, g, on)
             except OSError as e:
                 log.error("%s: cannot %s index entry %s/%s: %s", self.name,
-                          "add" if on else "remove", sub, _gs(g), e)
+                          "add" if on else "remove", sub, gfid_str(g), e)
 
     async def _forget(self, g: bytes) -> None:
         want = {sub: False for sub, names in self.entries.items() if g in names}
@@ -286,7 +283,7 @@ class Index(Translator):
 
     def pending(self) -> dict[str, list[str]]:
         """The index as it is in memory: {"xattrop": [gfid strings], "dirty": [...]}."""
-        return {k: sorted(_gs(g) for g in v) for k, v in self.entries.items()}
+        return {k: sorted(gfid_str(g) for g in v) for k, v in self.entries.items()}
 
     # ------------------------------------------------------------ xattrop
     async def _ordered_xattrop(self, call: Call, req: XattropReq) -> Any:
@@ -333,7 +330,7 @@ class Index(Translator):
                 try:
                     await self.children[0].inodelk(call, InodelkReq(g, dom, LK_SETLK, F_UNLCK))
                 except FopError as e:
-                    log.warning("%s: unlock of %s in %s after xattrop: %s", self.name, _gs(g),
+                    log.warning("%s: unlock of %s in %s after xattrop: %s", self.name, gfid_str(g),
                                 dom, e)
             dom = xd.get(XD_UNLOCK_ENTRY)
             if dom:
@@ -342,7 +339,7 @@ class Index(Translator):
                                                                     ENTRYLK_UNLOCK))
                 except FopError as e:
                     log.warning("%s: entry unlock of %s in %s after xattrop: %s", self.name,
-                                _gs(g), dom, e)
+                                gfid_str(g), dom, e)
 
     # ------------------------------------------------------------ fops carrying xdata
     async def handle(self, fop, call: Call, req: Any) -> Any:
@@ -450,7 +447,7 @@ class Index(Translator):
                         await self._xattrop(call, g, {k: _negate(v) for k, v in ops.items()})
                     except FopError as e:
                         log.error("%s: cannot undo the changelog of a failed %s on %s: %s",
-                                  self.name, fop.name, _gs(g), e)
+                                  self.name, fop.name, gfid_str(g), e)
                 if XD_UNLOCK_INODE in xd or XD_UNLOCK_ENTRY in xd:
                     await self._unlocks(call, self._target_of(fop, req), xd)
             raise
@@ -463,7 +460,7 @@ class Index(Translator):
             try:
                 await child.setxattr(_icall(call), SetxattrReq(g, k, v))
             except FopError as e:  # only heal info's path display depends on it
-                log.warning("%s: cannot record the name of %s: %s", self.name, _gs(g), e)
+                log.warning("%s: cannot record the name of %s: %s", self.name, gfid_str(g), e)
         return rep
 
     @staticmethod
@@ -488,7 +485,7 @@ class Index(Translator):
             p, d = self._kinds(allx or {})
             live = (p if sub == "xattrop" else d) if allx is not None else False
             if live:
-                names.append(_gs(g).encode())
+                names.append(gfid_str(g).encode())
             else:  # stale: the object is gone or its counters are back to zero
                 self.entries[sub].discard(g)
                 await trio.to_thread.run_sync(self._apply, g, {sub: False})
