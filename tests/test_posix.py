@@ -850,8 +850,9 @@ async def test_locks_are_not_posix_business(bdir):
 async def test_every_fop_is_implemented(bdir):
     from translators.fops import FOP_LIST
     from translators.xlator import Translator
-    for f in FOP_LIST:
-        assert getattr(Posix, f.name) is not getattr(Translator, f.name), f.name
+    for f in FOP_LIST:  # a method of its own, or the _do_<fop> that Posix.handle runs
+        own = getattr(Posix, f.name) is not getattr(Translator, f.name)
+        assert own or callable(getattr(Posix, "_do_" + f.name, None)), f.name
 
 
 @trio_test
@@ -993,12 +994,10 @@ async def test_short_fops_run_inline_only_while_the_brick_is_idle(bdir):
             seen.append(threading.current_thread().name)
             time.sleep(slow)
             return real(call, req)
-        spy.__name__ = "_do_mkdir"  # what posix decides by
-        p._do_mkdir = spy
+        p._do_mkdir = spy  # posix runs _do_<fop>; the fop table says mkdir may run inline
         await mkdir(p, ROOT_GFID, b"a")
         assert seen[-1] == threading.main_thread().name
         p._do_mkdir = functools.partial(spy, slow=0.02)
-        p._do_mkdir.__name__ = "_do_mkdir"
         await mkdir(p, ROOT_GFID, b"b")  # inline, but slow
         p._do_mkdir = spy
         await mkdir(p, ROOT_GFID, b"c")

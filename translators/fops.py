@@ -442,8 +442,17 @@ class RchecksumRep:
 
 
 # ---------------------------------------------------------------- the table
+# What of an object a fop reads or changes, in the changelog's terms (translators/changelog.py):
+D, M, E = "data", "metadata", "entry"
+
+
 @dataclass(frozen=True, slots=True)
 class Fop:
+    """One fop and the facts about it that translators act on, so that a new fop is one entry
+    here: the base class, the codec, the server, io-stats, dht, cluster/afr (which route it
+    takes: read from one good copy, replicate in a transaction, create, lock), features/index
+    (which objects an xdata changelog applies to) and storage/posix (whether it may run in the
+    event loop) all follow from these fields."""
     name: str
     opcode: int
     kind: Kind
@@ -452,54 +461,82 @@ class Fop:
     modifies: bool = False  # changes data or metadata (replication/heal bookkeeping)
     req_bulk: str | None = None  # field sent as raw bytes after the header
     rep_bulk: str | None = None
+    reads: tuple[str, ...] = ()  # what of its object the reply depends on (D, M, E)
+    changes: tuple[str, ...] = ()  # what of its object it changes (entry fops: the parent's E)
+    creates: tuple[str, ...] = ()  # makes a new object (gfid in the request) holding these
+    object: str | None = None  # request field naming the existing object it acts on ("fd": the
+    #                            fd's object)
+    parent: str | None = None  # request field naming the directory whose entries it changes
+    newparent: str | None = None  # ... and the second one (rename's target directory)
+    lock: bool = False  # a lock request of the layers above (POSIX lk, inodelk, entrylk)
+    inline: bool = False  # storage/posix may run it in the event loop while the brick is idle
+    #                       (short: no reads, fsyncs, truncates, allocations, listings)
+    cached: bool = False  # storage/posix first tries it without blocking, from the kernel's
+    #                       caches, in the event loop (read-only metadata fops)
 
 
 _E, _I, _F = Kind.ENTRY, Kind.INODE, Kind.FD
+_P = "parent"
 
 FOP_LIST: tuple[Fop, ...] = (
-    Fop("lookup", 1, _E, LookupReq, EntryRep),
-    Fop("stat", 2, _I, InodeReq, AttrRep),
-    Fop("fstat", 3, _F, FdReq, AttrRep),
-    Fop("setattr", 4, _I, SetattrReq, AttrRep, modifies=True),
-    Fop("fsetattr", 5, _F, FsetattrReq, AttrRep, modifies=True),
-    Fop("access", 6, _I, AccessReq, Empty),
-    Fop("readlink", 7, _I, InodeReq, ReadlinkRep),
-    Fop("mknod", 8, _E, MknodReq, EntryRep, modifies=True),
-    Fop("mkdir", 9, _E, MkdirReq, EntryRep, modifies=True),
-    Fop("unlink", 10, _E, EntryReq, Empty, modifies=True),
-    Fop("rmdir", 11, _E, EntryReq, Empty, modifies=True),
-    Fop("symlink", 12, _E, SymlinkReq, EntryRep, modifies=True),
-    Fop("rename", 13, _E, RenameReq, Empty, modifies=True),
-    Fop("link", 14, _E, LinkReq, EntryRep, modifies=True),
-    Fop("create", 15, _E, CreateReq, CreateRep, modifies=True, req_bulk="data"),
-    Fop("open", 16, _I, OpenReq, OpenRep, rep_bulk="data"),
-    Fop("read", 17, _F, ReadReq, ReadRep, rep_bulk="data"),
-    Fop("write", 18, _F, WriteReq, WriteRep, modifies=True, req_bulk="data"),
-    Fop("flush", 19, _F, FdReq, Empty),
-    Fop("fsync", 20, _F, FsyncReq, Empty),
-    Fop("release", 21, _F, FdReq, Empty),
-    Fop("opendir", 22, _I, InodeReq, OpenRep),
-    Fop("readdir", 23, _F, ReaddirReq, ReaddirRep),
-    Fop("releasedir", 24, _F, FdReq, Empty),
-    Fop("fsyncdir", 25, _F, FsyncReq, Empty),
+    Fop("lookup", 1, _E, LookupReq, EntryRep, inline=True, cached=True),
+    Fop("stat", 2, _I, InodeReq, AttrRep, reads=(D, M), object="gfid", inline=True,
+        cached=True),
+    Fop("fstat", 3, _F, FdReq, AttrRep, reads=(D, M), object="fd"),
+    Fop("setattr", 4, _I, SetattrReq, AttrRep, modifies=True, changes=(M,), object="gfid",
+        inline=True),
+    Fop("fsetattr", 5, _F, FsetattrReq, AttrRep, modifies=True, changes=(M,), object="fd",
+        inline=True),
+    Fop("access", 6, _I, AccessReq, Empty, reads=(M,), object="gfid", inline=True, cached=True),
+    Fop("readlink", 7, _I, InodeReq, ReadlinkRep, reads=(M,), object="gfid", inline=True),
+    Fop("mknod", 8, _E, MknodReq, EntryRep, modifies=True, changes=(E,), creates=(M,),
+        parent=_P, inline=True),
+    Fop("mkdir", 9, _E, MkdirReq, EntryRep, modifies=True, changes=(E,), creates=(M, E),
+        parent=_P, inline=True),
+    Fop("unlink", 10, _E, EntryReq, Empty, modifies=True, changes=(E,), parent=_P, inline=True),
+    Fop("rmdir", 11, _E, EntryReq, Empty, modifies=True, changes=(E,), parent=_P, inline=True),
+    Fop("symlink", 12, _E, SymlinkReq, EntryRep, modifies=True, changes=(E,), creates=(M,),
+        parent=_P, inline=True),
+    Fop("rename", 13, _E, RenameReq, Empty, modifies=True, changes=(E,), parent="oldparent",
+        newparent="newparent", inline=True),
+    Fop("link", 14, _E, LinkReq, EntryRep, modifies=True, changes=(E,), object="gfid",
+        parent="newparent", inline=True),
+    Fop("create", 15, _E, CreateReq, CreateRep, modifies=True, req_bulk="data", changes=(E,),
+        creates=(D, M), parent=_P, inline=True),
+    Fop("open", 16, _I, OpenReq, OpenRep, rep_bulk="data", object="gfid", inline=True,
+        cached=True),
+    Fop("read", 17, _F, ReadReq, ReadRep, rep_bulk="data", reads=(D,), object="fd"),
+    Fop("write", 18, _F, WriteReq, WriteRep, modifies=True, req_bulk="data", changes=(D,),
+        object="fd", inline=True),
+    Fop("flush", 19, _F, FdReq, Empty, object="fd"),
+    Fop("fsync", 20, _F, FsyncReq, Empty, object="fd"),
+    Fop("release", 21, _F, FdReq, Empty, object="fd"),
+    Fop("opendir", 22, _I, InodeReq, OpenRep, object="gfid", inline=True),
+    Fop("readdir", 23, _F, ReaddirReq, ReaddirRep, reads=(E,), object="fd"),
+    Fop("releasedir", 24, _F, FdReq, Empty, object="fd"),
+    Fop("fsyncdir", 25, _F, FsyncReq, Empty, object="fd"),
     Fop("statfs", 26, _I, InodeReq, StatfsRep),
-    Fop("setxattr", 27, _I, SetxattrReq, Empty, modifies=True),
-    Fop("getxattr", 28, _I, GetxattrReq, XattrRep),
-    Fop("listxattr", 29, _I, InodeReq, ListxattrRep),
-    Fop("removexattr", 30, _I, RemovexattrReq, Empty, modifies=True),
-    Fop("fgetxattr", 31, _F, FgetxattrReq, XattrRep),
-    Fop("fsetxattr", 32, _F, FsetxattrReq, Empty, modifies=True),
-    Fop("truncate", 33, _I, TruncateReq, AttrRep, modifies=True),
-    Fop("ftruncate", 34, _F, FtruncateReq, AttrRep, modifies=True),
-    Fop("fallocate", 35, _F, FallocateReq, AttrRep, modifies=True),
-    Fop("discard", 36, _F, RangeReq, AttrRep, modifies=True),
-    Fop("zerofill", 37, _F, RangeReq, AttrRep, modifies=True),
-    Fop("seek", 38, _F, SeekReq, SeekRep),
-    Fop("lk", 39, _F, LkReq, LkRep),
-    Fop("inodelk", 40, _I, InodelkReq, Empty),
-    Fop("entrylk", 41, _E, EntrylkReq, Empty),
-    Fop("xattrop", 42, _I, XattropReq, XattropRep),
-    Fop("rchecksum", 43, _F, RchecksumReq, RchecksumRep),
+    Fop("setxattr", 27, _I, SetxattrReq, Empty, modifies=True, changes=(M,), object="gfid",
+        inline=True),
+    Fop("getxattr", 28, _I, GetxattrReq, XattrRep, reads=(M,), object="gfid", inline=True,
+        cached=True),
+    Fop("listxattr", 29, _I, InodeReq, ListxattrRep, reads=(M,), object="gfid", inline=True),
+    Fop("removexattr", 30, _I, RemovexattrReq, Empty, modifies=True, changes=(M,),
+        object="gfid", inline=True),
+    Fop("fgetxattr", 31, _F, FgetxattrReq, XattrRep, reads=(M,), object="fd"),
+    Fop("fsetxattr", 32, _F, FsetxattrReq, Empty, modifies=True, changes=(M,), object="fd",
+        inline=True),
+    Fop("truncate", 33, _I, TruncateReq, AttrRep, modifies=True, changes=(D,), object="gfid"),
+    Fop("ftruncate", 34, _F, FtruncateReq, AttrRep, modifies=True, changes=(D,), object="fd"),
+    Fop("fallocate", 35, _F, FallocateReq, AttrRep, modifies=True, changes=(D,), object="fd"),
+    Fop("discard", 36, _F, RangeReq, AttrRep, modifies=True, changes=(D,), object="fd"),
+    Fop("zerofill", 37, _F, RangeReq, AttrRep, modifies=True, changes=(D,), object="fd"),
+    Fop("seek", 38, _F, SeekReq, SeekRep, reads=(D,), object="fd"),
+    Fop("lk", 39, _F, LkReq, LkRep, object="fd", lock=True),
+    Fop("inodelk", 40, _I, InodelkReq, Empty, object="gfid", lock=True),
+    Fop("entrylk", 41, _E, EntrylkReq, Empty, lock=True),
+    Fop("xattrop", 42, _I, XattropReq, XattropRep, object="gfid", inline=True),
+    Fop("rchecksum", 43, _F, RchecksumReq, RchecksumRep, reads=(D,), object="fd"),
 )
 
 FOPS: dict[str, Fop] = {f.name: f for f in FOP_LIST}

@@ -102,15 +102,6 @@ log = logging.getLogger(__name__)
 
 INDEX_DIRS = {INDEX_XATTROP_GFID: "xattrop", INDEX_DIRTY_GFID: "dirty"}
 
-# where "xattrop.inode:" applies, per fop: the request field holding the object's gfid
-_FD_FOPS = ("write", "ftruncate", "fallocate", "discard", "zerofill", "fsetattr", "fsetxattr",
-            "flush")
-_INODE_FOPS = ("setattr", "setxattr", "removexattr", "truncate", "link")
-_PARENT_FIELD = {"create": "parent", "mknod": "parent", "mkdir": "parent", "symlink": "parent",
-                 "unlink": "parent", "rmdir": "parent", "rename": "oldparent",
-                 "link": "newparent"}
-_NEWPARENT_FIELD = {"rename": "newparent"}
-_CREATES = ("create", "mknod", "mkdir", "symlink")
 _OWN = (XD_INODE, XD_PARENT, XD_NEWPARENT, XD_LOCK_INODE, XD_LOCK_ENTRY, XD_UNLOCK_INODE,
         XD_UNLOCK_ENTRY, XD_UNLOCK_OWNER, XDATA_NAME)
 
@@ -345,7 +336,7 @@ class Index(Translator):
     async def handle(self, fop, call: Call, req: Any) -> Any:
         xd = getattr(req, "xdata", None)
         if not xd:
-            if fop.name in _CREATES and req.xattrs:
+            if fop.creates and req.xattrs:
                 return await self._create_marked(fop, call, req)
             return await getattr(self.children[0], fop.name)(call, req)
         return await self._with_xdata(fop, call, req, xd)
@@ -372,19 +363,16 @@ class Index(Translator):
         name = fop.name
         for pfx, ops in groups.items():
             if pfx == XD_INODE:
-                if name in _FD_FOPS:
-                    g = req.fd.gfid
-                elif name in _INODE_FOPS:
-                    g = req.gfid
-                else:
+                if fop.object is None:
                     raise FopError(errno.EINVAL, f"xdata {pfx}: {name} has no own object")
+                g = self._object_of(fop, req)
             elif pfx == XD_PARENT:
-                f = _PARENT_FIELD.get(name)
+                f = fop.parent
                 if f is None:
                     raise FopError(errno.EINVAL, f"xdata {pfx}: {name} has no parent")
                 g = getattr(req, f)
             else:
-                f = _NEWPARENT_FIELD.get(name)
+                f = fop.newparent
                 if f is None:
                     raise FopError(errno.EINVAL, f"xdata {pfx}: {name} has no new parent")
                 g = getattr(req, f)
@@ -409,9 +397,10 @@ class Index(Translator):
     async def _with_xdata(self, fop, call: Call, req: Any, xd: dict) -> Any:
         targets = self._targets(fop, req, xd)
         child = self.children[0]
-        lock_inode = xd.get(XD_LOCK_INODE) if fop.name in ("create", "mknod", "symlink") \
-            else None
-        lock_entry = xd.get(XD_LOCK_ENTRY) if fop.name == "mkdir" else None
+        # a new directory comes with an entry lock, any other new object with an inode lock
+        new_dir = "entry" in fop.creates
+        lock_inode = xd.get(XD_LOCK_INODE) if fop.creates and not new_dir else None
+        lock_entry = xd.get(XD_LOCK_ENTRY) if new_dir else None
         done: list[tuple[bytes, dict[str, bytes]]] = []
         locked = False
         try:
@@ -426,7 +415,7 @@ class Index(Translator):
                                                      ENTRYLK_LOCK_NB))
                 locked = True
             inner = replace(req, xdata=_others(xd))
-            if fop.name in _CREATES and inner.xattrs:
+            if fop.creates and inner.xattrs:
                 rep = await self._create_marked(fop, call, inner)
             else:
                 rep = await getattr(child, fop.name)(call, inner)
@@ -449,13 +438,13 @@ class Index(Translator):
                         log.error("%s: cannot undo the changelog of a failed %s on %s: %s",
                                   self.name, fop.name, gfid_str(g), e)
                 if XD_UNLOCK_INODE in xd or XD_UNLOCK_ENTRY in xd:
-                    await self._unlocks(call, self._target_of(fop, req), xd)
+                    await self._unlocks(call, self._object_of(fop, req), xd)
             raise
         if XD_UNLOCK_INODE in xd or XD_UNLOCK_ENTRY in xd:
-            await self._unlocks(call, self._target_of(fop, req), xd)
+            await self._unlocks(call, self._object_of(fop, req), xd)
         name = xd.get(XDATA_NAME)
-        if name and fop.name in _FD_FOPS + _INODE_FOPS:
-            g = self._target_of(fop, req)
+        if name and fop.object is not None:
+            g = self._object_of(fop, req)
             k, v = gfid2path_xattr(name[:16], name[16:])
             try:
                 await child.setxattr(_icall(call), SetxattrReq(g, k, v))
@@ -464,8 +453,12 @@ class Index(Translator):
         return rep
 
     @staticmethod
-    def _target_of(fop, req: Any) -> bytes:
-        return req.fd.gfid if fop.name in _FD_FOPS else req.gfid
+    def _object_of(fop, req: Any) -> bytes:
+        """The object the fop acts on (fop.object in the fop table; a new object's gfid for a
+        create)."""
+        if fop.object == "fd":
+            return req.fd.gfid
+        return getattr(req, fop.object or "gfid")
 
     # ------------------------------------------------------------ the virtual directories
     async def lookup(self, call: Call, req: LookupReq):

@@ -51,6 +51,7 @@ import trio
 
 from ..fops import (
     EMPTY,
+    FOPS,
     SET_ATIME,
     SET_ATIME_NOW,
     SET_GID,
@@ -65,6 +66,7 @@ from ..fops import (
     AttrRep,
     CreateRep,
     EntryRep,
+    Fop,
     ListxattrRep,
     OpenRep,
     RchecksumRep,
@@ -318,12 +320,7 @@ def _wrap(v: int, bits: int) -> int:
     return ((v + half) % (1 << bits)) - half
 
 
-# fops short enough to run in the event loop when the brick is otherwise idle (see _run): no
-# reads, fsyncs, truncates, allocations, directory listings or checksums, which can take long
-_INLINE_OK = frozenset(f"_do_{x}" for x in (
-    "lookup", "stat", "access", "open", "getxattr", "listxattr", "readlink", "setattr",
-    "fsetattr", "mknod", "mkdir", "symlink", "create", "link", "unlink", "rmdir", "rename",
-    "write", "setxattr", "fsetxattr", "removexattr", "xattrop", "opendir"))
+# (which fops may run in the event loop: `inline` and `cached` in the fop table)
 _INLINE_WRITE_MAX = 128 << 10
 _INLINE_SLOW = 0.005  # an inline fop that took longer than this ...
 _INLINE_BACKOFF = 2.0  # ... sends every fop to threads for this long
@@ -439,12 +436,27 @@ class Posix(Translator):
             what += f" (gfid {gfid_str(g)})" if not what else f" in {gfid_str(g)}"
         return FopError(e.errno, f"{op}{what}: {e.strerror}")
 
-    async def _run(self, fn, call: Call, req: Any) -> Any:
-        """`fn` in a worker thread; inline instead when nothing of this brick is in a thread
-        and `fn` is a short metadata fop (a hop costs ~100 us of CPU, more than such a fop's
-        syscalls; with a lone client the event loop has nothing else to do meanwhile)."""
+    async def handle(self, fop: Fop, call: Call, req: Any) -> Any:
+        """A fop without a method of its own here runs `_do_<fop>` (the fop table says
+        whether it may run inline, or be tried from the kernel's caches first)."""
+        if fop.cached:
+            return await self._fast(fop, call, req)
+        return await self._run(fop, call, req)
+
+    def _impl(self, fop: Fop):
+        fn = getattr(self, "_do_" + fop.name, None)
+        if fn is None:
+            raise FopError(errno.ENOSYS, f"storage/posix does not implement {fop.name}")
+        return fn
+
+    async def _run(self, fop: Fop, call: Call, req: Any) -> Any:
+        """`_do_<fop>` in a worker thread; inline instead when nothing of this brick is in a
+        thread and the fop table marks the fop `inline` (a short metadata fop: a hop costs
+        ~100 us of CPU, more than such a fop's syscalls; with a lone client the event loop has
+        nothing else to do meanwhile)."""
+        fn = self._impl(fop)
         try:
-            if (self._inline_idle and not self._in_threads and fn.__name__ in _INLINE_OK
+            if (self._inline_idle and not self._in_threads and fop.inline
                     and len(getattr(req, "data", b"")) <= _INLINE_WRITE_MAX):
                 t0 = time.monotonic()
                 if t0 >= self._inline_off_until:
@@ -460,19 +472,20 @@ class Posix(Translator):
             finally:
                 self._in_threads -= 1
         except OSError as e:
-            raise self._fail(fn.__name__[4:], req, e) from None
+            raise self._fail(fop.name, req, e) from None
 
-    async def _fast(self, fn, call: Call, req: Any) -> Any:
+    async def _fast(self, fop: Fop, call: Call, req: Any) -> Any:
         """Run a read-only fop inline when everything it touches is cached (a thread hop costs
-        10-20 times the syscalls here), else in a worker thread."""
+        10-20 times the syscalls here), else as `_run` does. `_do_<fop>` takes a third
+        argument: inline=True means raise WouldBlock rather than wait for the disk."""
         if self._cached:
             try:
-                return fn(call, req, True)
+                return self._impl(fop)(call, req, True)
             except WouldBlock:
                 pass
             except OSError as e:
-                raise self._fail(fn.__name__[4:], req, e) from None
-        return await self._run(fn, call, req)
+                raise self._fail(fop.name, req, e) from None
+        return await self._run(fop, call, req)
 
     def _handle_path(self, g: bytes) -> bytes:
         """Absolute path of the handle of `g`."""
@@ -687,7 +700,7 @@ class Posix(Translator):
             _check_entry(req.parent, req.name)
         elif req.gfid is None:
             raise FopError(errno.EINVAL, "lookup needs a parent and a name, or a gfid")
-        return await self._fast(self._do_lookup, call, req)
+        return await self._fast(FOPS["lookup"], call, req)
 
     def _do_lookup(self, call: Call, req, inline: bool = False) -> EntryRep:
         if req.name is None:
@@ -752,9 +765,6 @@ class Posix(Translator):
         finally:
             self._rel(pe)
 
-    async def stat(self, call: Call, req):
-        return await self._fast(self._do_stat, call, req)
-
     def _do_stat(self, call: Call, req, inline: bool = False) -> AttrRep:
         e, _, st = self._resolve(req.gfid, inline)
         if e is not None:
@@ -779,9 +789,6 @@ class Posix(Translator):
         return c if type(c) is int else c.ent.fd
 
     # ------------------------------------------------------------ setattr / access
-    async def setattr(self, call: Call, req):
-        return await self._run(self._do_setattr, call, req)
-
     def _do_setattr(self, call: Call, req) -> AttrRep:
         e, p, st = self._resolve(req.gfid)
         try:
@@ -792,9 +799,6 @@ class Posix(Translator):
         finally:
             if e is not None:
                 self._rel(e)
-
-    async def fsetattr(self, call: Call, req):
-        return await self._run(self._do_fsetattr, call, req)
 
     def _do_fsetattr(self, call: Call, req) -> AttrRep:
         fd = self._osfd(req.fd)
@@ -836,9 +840,6 @@ class Posix(Translator):
                        bool(v & SET_ATIME_NOW), bool(v & SET_MTIME_NOW))
         return os.fstat(fd) if path is None else os.lstat(path)
 
-    async def access(self, call: Call, req):
-        return await self._fast(self._do_access, call, req)
-
     def _do_access(self, call: Call, req, inline: bool = False):
         e, _, st = self._resolve(req.gfid, inline)
         if e is not None:
@@ -849,9 +850,6 @@ class Posix(Translator):
         if not _access_ok(st, call, req.mask):
             raise FopError(errno.EACCES, f"access {req.mask:o} denied to uid {call.uid}")
         return EMPTY
-
-    async def readlink(self, call: Call, req):
-        return await self._run(self._do_readlink, call, req)
 
     def _do_readlink(self, call: Call, req) -> ReadlinkRep:
         e, p, st = self._resolve(req.gfid)
@@ -868,11 +866,11 @@ class Posix(Translator):
         fmt = S.S_IFMT(req.mode)
         if fmt not in (S.S_IFREG, S.S_IFIFO, S.S_IFCHR, S.S_IFBLK, S.S_IFSOCK, 0):
             raise FopError(errno.EINVAL, f"mknod: bad file type {fmt:o}")
-        return await self._run(self._do_mknod, call, req)
+        return await self._run(FOPS["mknod"], call, req)
 
     async def mkdir(self, call: Call, req):
         self._check_new(call, req)
-        return await self._run(self._do_mkdir, call, req)
+        return await self._run(FOPS["mkdir"], call, req)
 
     async def symlink(self, call: Call, req):
         self._check_new(call, req)
@@ -881,7 +879,7 @@ class Posix(Translator):
             raise FopError(errno.EINVAL, "symlink target must be non-empty bytes without NUL")
         if len(t) >= 4096:
             raise FopError(errno.ENAMETOOLONG, "symlink target longer than 4095 bytes")
-        return await self._run(self._do_symlink, call, req)
+        return await self._run(FOPS["symlink"], call, req)
 
     def _stage(self, call: Call, req: Any, fmt: int, make) -> EntryRep:
         """Make the object in .gvol/tmp, complete it there, link its handle, and move it into
@@ -964,7 +962,7 @@ class Posix(Translator):
 
     async def create(self, call: Call, req):
         self._check_new(call, req)
-        return await self._run(self._do_create, call, req)
+        return await self._run(FOPS["create"], call, req)
 
     def _do_create(self, call: Call, req) -> CreateRep:
         pe = self._dir(req.parent)
@@ -1035,7 +1033,7 @@ class Posix(Translator):
 
     async def link(self, call: Call, req):
         _check_entry(req.newparent, req.newname)
-        return await self._run(self._do_link, call, req)
+        return await self._run(FOPS["link"], call, req)
 
     def _do_link(self, call: Call, req) -> EntryRep:
         e, _, _ = self._resolve(req.gfid)
@@ -1055,7 +1053,7 @@ class Posix(Translator):
     # ------------------------------------------------------------ removal and rename
     async def unlink(self, call: Call, req):
         _check_entry(req.parent, req.name)
-        return await self._run(self._do_unlink, call, req)
+        return await self._run(FOPS["unlink"], call, req)
 
     def _do_unlink(self, call: Call, req):
         pe = self._dir(req.parent)
@@ -1076,7 +1074,7 @@ class Posix(Translator):
 
     async def rmdir(self, call: Call, req):
         _check_entry(req.parent, req.name)
-        return await self._run(self._do_rmdir, call, req)
+        return await self._run(FOPS["rmdir"], call, req)
 
     def _do_rmdir(self, call: Call, req):
         pe = self._dir(req.parent)
@@ -1102,7 +1100,7 @@ class Posix(Translator):
         if req.flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or \
                 req.flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
             raise FopError(errno.EINVAL, f"rename: bad flags {req.flags:#x}")
-        return await self._run(self._do_rename, call, req)
+        return await self._run(FOPS["rename"], call, req)
 
     def _do_rename(self, call: Call, req):
         ope = self._dir(req.oldparent)
@@ -1219,9 +1217,6 @@ class Posix(Translator):
         os.rename(tmp, rel, src_dir_fd=self._hfd, dst_dir_fd=self._hfd)
 
     # ------------------------------------------------------------ open / io
-    async def open(self, call: Call, req):
-        return await self._fast(self._do_open, call, req)
-
     def _do_open(self, call: Call, req, inline: bool = False) -> OpenRep:
         flags = req.flags & ~_OPEN_STRIP
         if flags & os.O_ACCMODE == os.O_WRONLY:
@@ -1362,13 +1357,10 @@ class Posix(Translator):
                 return ReadRep(bytes(buf))
             if n >= 0 and req.offset + n >= os.fstat(fd).st_size:  # short only at EOF
                 return ReadRep(bytes(memoryview(buf)[:n]))
-        return await self._run(self._do_read, call, req)
+        return await self._run(FOPS["read"], call, req)
 
     def _do_read(self, call: Call, req) -> ReadRep:
         return ReadRep(os.pread(self._osfd(req.fd), req.size, req.offset))
-
-    async def write(self, call: Call, req):
-        return await self._run(self._do_write, call, req)
 
     def _do_write(self, call: Call, req) -> WriteRep:
         fd = self._osfd(req.fd)
@@ -1386,9 +1378,6 @@ class Posix(Translator):
     async def flush(self, call: Call, req):
         self._osfd(req.fd)
         return EMPTY
-
-    async def fsync(self, call: Call, req):
-        return await self._run(self._do_fsync, call, req)
 
     def _do_fsync(self, call: Call, req):
         fd = self._osfd(req.fd)
@@ -1418,7 +1407,7 @@ class Posix(Translator):
 
     # ------------------------------------------------------------ directories
     async def opendir(self, call: Call, req):
-        e = await self._run(self._do_opendir, call, req)
+        e = await self._run(FOPS["opendir"], call, req)
         return OpenRep(Fd(req.gfid, os.O_RDONLY | os.O_DIRECTORY, True, {self: _DirCtx(e)}))
 
     def _do_opendir(self, call: Call, req) -> _DirEnt:
@@ -1438,7 +1427,7 @@ class Posix(Translator):
             raise FopError(errno.EBADF, "readdir: fd is not a directory opened by this brick")
         async with ctx.lock:
             if req.plus or ctx.names is None or req.offset == 0:
-                return await self._run(self._do_readdir, call, req)
+                return await self._run(FOPS["readdir"], call, req)
             return self._serve(ctx, req, None)
 
     def _do_readdir(self, call: Call, req) -> ReaddirRep:
@@ -1497,9 +1486,6 @@ class Posix(Translator):
             self._rel(ctx.ent)
         return EMPTY
 
-    async def fsyncdir(self, call: Call, req):
-        return await self._run(self._do_fsyncdir, call, req)
-
     def _do_fsyncdir(self, call: Call, req):
         os.fsync(self._osfd(req.fd))
         return EMPTY
@@ -1516,7 +1502,7 @@ class Posix(Translator):
     # ------------------------------------------------------------ xattrs
     async def setxattr(self, call: Call, req):
         self._check_xattr(call, req.name, True)
-        return await self._run(self._do_setxattr, call, req)
+        return await self._run(FOPS["setxattr"], call, req)
 
     def _do_setxattr(self, call: Call, req):
         e, p, _ = self._resolve(req.gfid)
@@ -1532,7 +1518,7 @@ class Posix(Translator):
 
     async def fsetxattr(self, call: Call, req):
         self._check_xattr(call, req.name, True)
-        return await self._run(self._do_fsetxattr, call, req)
+        return await self._run(FOPS["fsetxattr"], call, req)
 
     def _do_fsetxattr(self, call: Call, req):
         os.setxattr(self._osfd(req.fd), req.name, req.value, req.flags)
@@ -1540,7 +1526,7 @@ class Posix(Translator):
 
     async def getxattr(self, call: Call, req):
         self._check_xattr(call, req.name, False)
-        return await self._fast(self._do_getxattr, call, req)
+        return await self._fast(FOPS["getxattr"], call, req)
 
     def _do_getxattr(self, call: Call, req, inline: bool = False) -> XattrRep:
         if req.name == XATTR_PATH:
@@ -1563,9 +1549,6 @@ class Posix(Translator):
         except OSError as e:
             raise self._fail("fgetxattr", req, e) from None
 
-    async def listxattr(self, call: Call, req):
-        return await self._run(self._do_listxattr, call, req)
-
     def _do_listxattr(self, call: Call, req) -> ListxattrRep:
         e, p, _ = self._resolve(req.gfid)
         try:
@@ -1578,7 +1561,7 @@ class Posix(Translator):
 
     async def removexattr(self, call: Call, req):
         self._check_xattr(call, req.name, True)
-        return await self._run(self._do_removexattr, call, req)
+        return await self._run(FOPS["removexattr"], call, req)
 
     def _do_removexattr(self, call: Call, req):
         e, p, _ = self._resolve(req.gfid)
@@ -1593,9 +1576,6 @@ class Posix(Translator):
         return EMPTY
 
     # ------------------------------------------------------------ size and space
-    async def truncate(self, call: Call, req):
-        return await self._run(self._do_truncate, call, req)
-
     def _do_truncate(self, call: Call, req) -> AttrRep:
         try:
             fd = os.open(self._hpath + handle_rel(req.gfid),
@@ -1612,32 +1592,20 @@ class Posix(Translator):
         finally:
             os.close(fd)
 
-    async def ftruncate(self, call: Call, req):
-        return await self._run(self._do_ftruncate, call, req)
-
     def _do_ftruncate(self, call: Call, req) -> AttrRep:
         fd = self._osfd(req.fd)
         os.ftruncate(fd, req.size)
         return AttrRep(_iatt(req.fd.gfid, os.fstat(fd)))
-
-    async def fallocate(self, call: Call, req):
-        return await self._run(self._do_fallocate, call, req)
 
     def _do_fallocate(self, call: Call, req) -> AttrRep:
         fd = self._osfd(req.fd)
         fallocate(fd, req.mode, req.offset, req.length)
         return AttrRep(_iatt(req.fd.gfid, os.fstat(fd)))
 
-    async def discard(self, call: Call, req):
-        return await self._run(self._do_discard, call, req)
-
     def _do_discard(self, call: Call, req) -> AttrRep:
         fd = self._osfd(req.fd)
         fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, req.offset, req.length)
         return AttrRep(_iatt(req.fd.gfid, os.fstat(fd)))
-
-    async def zerofill(self, call: Call, req):
-        return await self._run(self._do_zerofill, call, req)
 
     def _do_zerofill(self, call: Call, req) -> AttrRep:
         fd = self._osfd(req.fd)
@@ -1655,7 +1623,7 @@ class Posix(Translator):
     async def seek(self, call: Call, req):
         if req.whence not in (os.SEEK_DATA, os.SEEK_HOLE):
             raise FopError(errno.EINVAL, "seek: whence must be SEEK_DATA or SEEK_HOLE")
-        return await self._run(self._do_seek, call, req)
+        return await self._run(FOPS["seek"], call, req)
 
     def _do_seek(self, call: Call, req) -> SeekRep:
         # the fd's own position is never used (all io is pread/pwrite), and lseek returns the
@@ -1688,7 +1656,7 @@ class Posix(Translator):
         slot[1] += 1
         try:
             async with slot[0]:
-                return await self._run(self._do_xattrop, call, req)
+                return await self._run(FOPS["xattrop"], call, req)
         finally:
             slot[1] -= 1
             if not slot[1]:
@@ -1730,9 +1698,6 @@ class Posix(Translator):
             if e is not None:
                 self._rel(e)
         return XattropRep(out)
-
-    async def rchecksum(self, call: Call, req):
-        return await self._run(self._do_rchecksum, call, req)
 
     def _do_rchecksum(self, call: Call, req) -> RchecksumRep:
         data = os.pread(self._osfd(req.fd), req.length, req.offset)
