@@ -115,12 +115,11 @@ from ..fops import (
     LK_SETLKW,
     SET_SIZE,
     XATTROP_ADD_ARRAY,
-    AttrRep,
     CreateRep,
     EntrylkReq,
     EntryRep,
     FdReq,
-    FsetattrReq,
+    Fop,
     FtruncateReq,
     InodelkReq,
     InodeReq,
@@ -129,7 +128,6 @@ from ..fops import (
     OpenReq,
     ReaddirReq,
     StatfsRep,
-    WriteRep,
     XattropReq,
 )
 from ..lru import LRU
@@ -159,6 +157,21 @@ _REOPEN_DROP = os.O_CREAT | os.O_EXCL | os.O_TRUNC
 
 ACQUIRING, HELD, RELEASING = 0, 1, 2
 HEAL_RETRY = 60.0  # seconds before a lookup retries a heal that found split-brain or was busy
+
+
+_SLOT = {KINDS[DATA]: M_DATA, KINDS[META]: M_META, KINDS[ENTRY]: M_ENTRY}
+
+
+def _slots(aspects: tuple[str, ...]) -> int:
+    """Changelog slot mask of what a fop reads or changes (the fop table's terms)."""
+    m = 0
+    for a in aspects:
+        m |= _SLOT[a]
+    return m
+
+
+def _kinds(aspects: tuple[str, ...]) -> tuple[int, ...]:
+    return tuple(KINDS.index(a) for a in aspects)
 
 
 def _xdata(req: Any, xd: dict | None) -> dict | None:
@@ -780,26 +793,31 @@ class Replicate(Translator):
         finally:
             self._healing.discard(gfid)
 
+    # ------------------------------------------------------------ routes from the fop table
+    async def handle(self, fop: Fop, call: Call, req: Any) -> Any:
+        """Every fop without a method of its own takes the route its facts in the fop table
+        give: a new object (`creates`) is made in an entry transaction, a change of an existing
+        object (`changes` + `object`) is an inode transaction, a read (`reads`) goes to one
+        readable brick, a lock to every brick. Anything else is refused: sending it to one
+        brick would let the copies diverge."""
+        if fop.creates:
+            return await self._new_entry(fop.name, call, req, _slots(fop.creates))
+        if fop.changes and fop.object is not None:
+            return await self._inode_txn(fop, call, req)
+        if fop.reads and fop.object == "fd":
+            return await self._fd_read(fop.name, call, req, _kinds(fop.reads))
+        if fop.reads and fop.object is not None:
+            return await self._read(call, getattr(req, fop.object), _kinds(fop.reads), "file",
+                                    lambda i: getattr(self.children[i], fop.name)(call, req))
+        if fop.lock:
+            return await self._serial(fop.name, call, req, fop.object == "fd")
+        raise FopError(errno.ENOSYS, f"{self.name}: cluster/replicate has no route for "
+                       f"{fop.name} (give it reads/changes/creates/lock in the fop table)")
+
     # ------------------------------------------------------------ plain inode reads
-    async def stat(self, call: Call, req: InodeReq) -> AttrRep:
-        return await self._read(call, req.gfid, (DATA, META), "file",
-                                lambda i: self.children[i].stat(call, req))
-
-    async def access(self, call: Call, req: Any) -> Any:
-        return await self._read(call, req.gfid, (META,), "file",
-                                lambda i: self.children[i].access(call, req))
-
     async def readlink(self, call: Call, req: InodeReq) -> Any:
         return await self._read(call, req.gfid, (META,), "symlink",
                                 lambda i: self.children[i].readlink(call, req))
-
-    async def getxattr(self, call: Call, req: Any) -> Any:
-        return await self._read(call, req.gfid, (META,), "file",
-                                lambda i: self.children[i].getxattr(call, req))
-
-    async def listxattr(self, call: Call, req: InodeReq) -> Any:
-        return await self._read(call, req.gfid, (META,), "file",
-                                lambda i: self.children[i].listxattr(call, req))
 
     async def statfs(self, call: Call, req: InodeReq) -> StatfsRep:
         up = self.up_mask() & self.data_mask
@@ -966,21 +984,6 @@ class Replicate(Translator):
             return await getattr(self.children[i], fop)(call, replace(req, fd=f))
 
         return await self._read(call, a.gfid, kinds, "file", one)
-
-    async def read(self, call: Call, req: Any) -> Any:
-        return await self._fd_read("read", call, req, (DATA,))
-
-    async def fstat(self, call: Call, req: Any) -> Any:
-        return await self._fd_read("fstat", call, req, (DATA, META))
-
-    async def fgetxattr(self, call: Call, req: Any) -> Any:
-        return await self._fd_read("fgetxattr", call, req, (META,))
-
-    async def seek(self, call: Call, req: Any) -> Any:
-        return await self._fd_read("seek", call, req, (DATA,))
-
-    async def rchecksum(self, call: Call, req: Any) -> Any:
-        return await self._fd_read("rchecksum", call, req, (DATA,))
 
     async def readdir(self, call: Call, req: ReaddirReq) -> Any:
         a = self._afd(req.fd)
@@ -1382,23 +1385,25 @@ class Replicate(Translator):
         return out or None
 
     # ------------------------------------------------------------ inode-modifying fops
-    def _inode_slots(self, fop: str, req: Any) -> int:
-        if fop in ("setattr", "fsetattr"):
-            return (M_DATA | M_META) if req.valid & SET_SIZE else M_META
-        if fop in ("setxattr", "fsetxattr", "removexattr"):
-            return M_META
-        return M_DATA
+    def _inode_slots(self, fop: Fop, req: Any) -> int:
+        """The changelog slots a change of an object touches: what the fop table says it
+        changes, and data too for a setattr that sets the size."""
+        slots = _slots(fop.changes)
+        if getattr(req, "valid", 0) & SET_SIZE:
+            slots |= M_DATA
+        return slots
 
-    def _inode_key(self, fop: str, req: Any, slots: int) -> Any:
-        if fop in ("write",):
-            return (req.offset, req.offset + max(len(req.data), 1))
-        if fop in ("fallocate", "discard", "zerofill"):
-            return (req.offset, req.offset + max(req.length, 1))
+    def _inode_key(self, req: Any, slots: int) -> Any:
+        """Local conflict key: the byte range of a request with an offset (write: its data,
+        fallocate/discard/zerofill: its length), else metadata or the whole file."""
+        if hasattr(req, "offset"):
+            n = len(req.data) if hasattr(req, "data") else req.length
+            return (req.offset, req.offset + max(n, 1))
         if slots == M_META:
             return _META_RANGE
         return _WHOLE
 
-    async def _inode_txn(self, fop: str, call: Call, req: Any) -> Any:
+    async def _inode_txn(self, fop: Fop, call: Call, req: Any) -> Any:
         slots = self._inode_slots(fop, req)
         isfd = hasattr(req, "fd")
         if isfd:
@@ -1413,8 +1418,8 @@ class Replicate(Translator):
         for k in (DATA, META):
             if slots >> k & 1 and st.split[k]:
                 raise self._sb_error(st, k, "file")
-        part = _Part(gfid, False, self._inode_key(fop, req, slots), slots, XD_INODE)
-        child_fop = fop
+        part = _Part(gfid, False, self._inode_key(req, slots), slots, XD_INODE)
+        child_fop = fop.name
 
         async def run(i: int, xd: dict | None) -> Any:
             c = getattr(self.children[i], child_fop)
@@ -1423,42 +1428,9 @@ class Replicate(Translator):
                 return await c(call, replace(req, fd=f, xdata=_xdata(req, xd)))
             return await c(call, replace(req, xdata=_xdata(req, xd)))
 
-        res, ok = await self._txn(call, [part], f"{fop} of {gfid_str(gfid)}", run,
+        res, ok = await self._txn(call, [part], f"{fop.name} of {gfid_str(gfid)}", run,
                                   gfid if slots & M_DATA and S.S_ISREG(st.type) else None)
         return res[self._reply_iatt(res, ok, gfid)]
-
-    async def write(self, call: Call, req: Any) -> WriteRep:
-        return await self._inode_txn("write", call, req)
-
-    async def truncate(self, call: Call, req: Any) -> Any:
-        return await self._inode_txn("truncate", call, req)
-
-    async def ftruncate(self, call: Call, req: Any) -> Any:
-        return await self._inode_txn("ftruncate", call, req)
-
-    async def fallocate(self, call: Call, req: Any) -> Any:
-        return await self._inode_txn("fallocate", call, req)
-
-    async def discard(self, call: Call, req: Any) -> Any:
-        return await self._inode_txn("discard", call, req)
-
-    async def zerofill(self, call: Call, req: Any) -> Any:
-        return await self._inode_txn("zerofill", call, req)
-
-    async def setattr(self, call: Call, req: Any) -> Any:
-        return await self._inode_txn("setattr", call, req)
-
-    async def fsetattr(self, call: Call, req: FsetattrReq) -> Any:
-        return await self._inode_txn("fsetattr", call, req)
-
-    async def setxattr(self, call: Call, req: Any) -> Any:
-        return await self._inode_txn("setxattr", call, req)
-
-    async def fsetxattr(self, call: Call, req: Any) -> Any:
-        return await self._inode_txn("fsetxattr", call, req)
-
-    async def removexattr(self, call: Call, req: Any) -> Any:
-        return await self._inode_txn("removexattr", call, req)
 
     # ------------------------------------------------------------ entry fops
     async def _new_entry(self, fop: str, call: Call, req: Any, slots: int) -> Any:
@@ -1519,18 +1491,6 @@ class Replicate(Translator):
             fds: list[Fd | None] = [r.fd if isinstance(r, CreateRep) else None for r in res]
             return CreateRep(res[i].iatt, self._new_fd(gfid, req.flags, False, fds))
         return EntryRep(res[i].iatt, None)
-
-    async def create(self, call: Call, req: Any) -> CreateRep:
-        return await self._new_entry("create", call, req, M_DATA | M_META)
-
-    async def mknod(self, call: Call, req: Any) -> EntryRep:
-        return await self._new_entry("mknod", call, req, M_META)
-
-    async def mkdir(self, call: Call, req: Any) -> EntryRep:
-        return await self._new_entry("mkdir", call, req, M_META | M_ENTRY)
-
-    async def symlink(self, call: Call, req: Any) -> EntryRep:
-        return await self._new_entry("symlink", call, req, M_META)
 
     async def _entry_txn(self, fop: str, call: Call, req: Any, parts: list[_Part]) -> Any:
         async def run(i: int, xd: dict | None) -> Any:
@@ -1627,12 +1587,6 @@ class Replicate(Translator):
             def un(i: int) -> Any:
                 return replace(mk(i), type=F_UNLCK, cmd=LK_SETLK)
         await self.fan(mask, lambda i: getattr(self.children[i], fop)(call, un(i)))
-
-    async def lk(self, call: Call, req: Any) -> Any:
-        return await self._serial("lk", call, req, True)
-
-    async def inodelk(self, call: Call, req: Any) -> Any:
-        return await self._serial("inodelk", call, req, False)
 
     async def entrylk(self, call: Call, req: Any) -> Any:
         if req.domain == RESERVE_DOMAIN:
