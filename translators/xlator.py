@@ -234,5 +234,16 @@ def _make_default(fop: Fop):
     return default
 
 
-for _fop in FOP_LIST:
-    setattr(Translator, _fop.name, _make_default(_fop))
+def install_fops(cls: type[Translator], table: tuple[Fop, ...] = FOP_LIST) -> list[str]:
+    """Give `cls` the default method of every fop of `table` that it has none for (the base
+    class gets all of FOP_LIST here); -> the names added. A test that adds a fop to a copy of
+    the table installs it with this and removes the names again afterwards."""
+    added = []
+    for fop in table:
+        if not hasattr(cls, fop.name):
+            setattr(cls, fop.name, _make_default(fop))
+            added.append(fop.name)
+    return added
+
+
+install_fops(Translator)
