@@ -110,6 +110,21 @@ def test_rsync_normalisation() -> None:
     assert custom(b"data.tmp") == dm_hash(b"data")
 
 
+def test_extra_hash_regex_is_tried_before_the_rsync_regex() -> None:
+    h = NameHasher(extra=r"^(.+)\.part$")
+    assert h(b"movie.mkv.part") == dm_hash(b"movie.mkv")
+    assert h(b".hello.txt.Xy12Ab") == dm_hash(b"hello.txt")  # rsync's still applies
+    both = NameHasher(r"^(.+)\.part$", extra=r"^(.+)\.mkv\.part$")
+    assert both(b"movie.mkv.part") == dm_hash(b"movie")  # extra first
+    # the dht option reaches the hasher
+    from translators.cluster.dht import Distribute
+    from translators.xlator import Translator
+
+    leaf = type("Leaf", (Translator,), {"min_children": 0, "max_children": 0})("c")
+    d = Distribute("d", {"extra-hash-regex": r"^(.+)\.part$"}, [leaf])
+    assert d._hash(b"movie.mkv.part") == dm_hash(b"movie.mkv")
+
+
 @given(st.binary(min_size=1, max_size=40), st.binary(min_size=1, max_size=8).filter(
     lambda s: b"." not in s))
 def test_rsync_temp_names_hash_like_final_name(name: bytes, suffix: bytes) -> None:

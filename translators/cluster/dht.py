@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import stat as S
 import struct
 import time
@@ -192,6 +193,8 @@ class Distribute(Translator):
                                   "when the parent's layout commit hash is current"),
         "rsync-hash-regex": Option("str", RSYNC_HASH_REGEX, doc="names matching it hash like "
                                    "their group 1 (rsync temp files); 'none' disables"),
+        "extra-hash-regex": Option("str", "", doc="a further regex, tried before "
+                                   "rsync-hash-regex: matching names hash like their group 1"),
         "min-free-disk": Option("str", "10", doc="percent (10 or 10%) or a size (5GB): a create "
                                 "hashing to a brick with less free goes to the roomiest brick"),
         "weighted-rebalance": Option("bool", True, doc="layout ranges proportional to brick "
@@ -207,9 +210,11 @@ class Distribute(Translator):
         self._lt_value = [c.name.encode() + b"\0" for c in self.children]
         self.lookup_optimize: bool = self.opts["lookup-optimize"]
         try:
-            self._hash = NameHasher(self.opts["rsync-hash-regex"])
-        except Exception as e:
-            raise GraphError(f"cluster/dht: bad rsync-hash-regex: {e}") from None
+            self._hash = NameHasher(self.opts["rsync-hash-regex"],
+                                    self.opts["extra-hash-regex"])
+        except (re.error, UnicodeError) as e:
+            raise GraphError(f"cluster/dht: bad rsync-hash-regex or extra-hash-regex: {e}") \
+                from None
         self.weighted: bool = self.opts["weighted-rebalance"]
         self._min_free_pct, self._min_free_bytes = self._parse_min_free(
             self.opts["min-free-disk"])

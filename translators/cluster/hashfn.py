@@ -61,27 +61,31 @@ def dm_hash(msg: bytes) -> int:
     return h0 ^ h1
 
 
+def _compile(regex: str | None) -> re.Pattern[bytes] | None:
+    if regex is None or regex.strip().lower() in ("", "none"):
+        return None
+    # POSIX ERE `.` also matches newline, and `$` is only the end of the string.
+    pat = regex
+    if pat.endswith("$") and not pat.endswith("\\$"):
+        pat = pat[:-1] + r"\Z"
+    return re.compile(pat.encode(), re.DOTALL)
+
+
 class NameHasher:
-    """Hash of a file name after rsync temp-name munging (dht-hashfn.c `dht_munge_name`):
-    when the regex matches and its group 1 matched, the hash is taken over group 1.
-    `regex` None/"none"/"" disables munging."""
+    """Hash of a file name after temp-name munging (dht-hashfn.c `dht_munge_name`): when a
+    regex matches and its group 1 matched, the hash is taken over group 1. `extra` (the option
+    extra-hash-regex) is tried first, then `regex` (rsync-hash-regex), as GlusterFS does.
+    None/"none"/"" disables either."""
 
-    __slots__ = ("_cache", "_re")
+    __slots__ = ("_cache", "_res")
 
-    def __init__(self, regex: str | None = RSYNC_HASH_REGEX) -> None:
-        if regex is None or regex.strip().lower() in ("", "none"):
-            self._re: re.Pattern[bytes] | None = None
-        else:
-            # POSIX ERE `.` also matches newline, and `$` is only the end of the string.
-            pat = regex
-            if pat.endswith("$") and not pat.endswith("\\$"):
-                pat = pat[:-1] + r"\Z"
-            self._re = re.compile(pat.encode(), re.DOTALL)
+    def __init__(self, regex: str | None = RSYNC_HASH_REGEX, extra: str | None = None) -> None:
+        self._res = [r for r in (_compile(extra), _compile(regex)) if r is not None]
         self._cache: dict[bytes, int] = {}
 
     def normalise(self, name: bytes) -> bytes:
-        if self._re is not None:
-            m = self._re.search(name)
+        for r in self._res:
+            m = r.search(name)
             if m is not None and m.lastindex and m.start(1) >= 0:
                 return m.group(1)
         return name

@@ -36,25 +36,47 @@ class FopStats:
                 "min_us": round(self.min_ns / 1000, 1), "max_us": round(self.max_ns / 1000, 1)}
 
 
+_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
+           "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL, "NONE": logging.CRITICAL + 10}
+
+
 @register("debug/io-stats")
 class IoStats(Translator):
     options_schema = {
-        "latency-measurement": Option("bool", True, doc="time every fop"),
-        "count-fop-hits": Option("bool", True),
-        "log-level": Option("choice", "INFO",
-                            choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NONE")),
+        "latency-measurement": Option("bool", True, doc="time every fop (counting it too: an "
+                                      "average needs the count)"),
+        "count-fop-hits": Option("bool", True, doc="count the calls and errors of every fop; "
+                                 "with latency-measurement off as well, fops pass untouched"),
+        "log-level": Option("choice", "", choices=("", *_LEVELS),
+                            doc="level of the translator logs of the process that runs this "
+                            "graph (a brick, a mount), set when the graph starts; empty: the "
+                            "process's own"),
     }
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.stats: dict[str, FopStats] = {f.name: FopStats() for f in FOP_LIST}
         self._timed = self.opts["latency-measurement"]
+        self._counted = self.opts["count-fop-hits"]
+
+    async def init(self, nursery: Any) -> None:
+        level = self.opts["log-level"]
+        if level:
+            logging.getLogger("translators").setLevel(_LEVELS[level])
+            log.info("%s: translator log level %s", self.name, level)
 
     async def handle(self, fop: Fop, call: Call, req: Any) -> Any:
         child = getattr(self.children[0], fop.name)
         if not self._timed:
-            self.stats[fop.name].calls += 1
-            return await child(call, req)
+            if not self._counted:
+                return await child(call, req)
+            st = self.stats[fop.name]
+            st.calls += 1
+            try:
+                return await child(call, req)
+            except BaseException:
+                st.errors += 1
+                raise
         t0 = time.perf_counter_ns()
         failed = True
         try:
