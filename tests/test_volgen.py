@@ -2,7 +2,9 @@
 building the generated graphs with the real translator classes."""
 from __future__ import annotations
 
+import re
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -72,12 +74,6 @@ def test_file_names():
     assert files["vol1.tcp-fuse.vol"].startswith("# client volfile of volume vol1")
 
 
-def _installed(*types):
-    missing = [t for t in types if volgen.schema_for(t) is None]
-    if missing:
-        pytest.skip(f"translators not installed yet: {', '.join(missing)}")
-
-
 @pytest.mark.parametrize("key,value,xlator,where,option", [
     ("auth.allow", "10.0.0.*,127.0.0.1", "protocol/server", "brick", "auth.allow"),
     ("auth.reject", "192.168.1.1", "protocol/server", "brick", "auth.reject"),
@@ -86,11 +82,12 @@ def _installed(*types):
     ("diagnostics.latency-measurement", "off", "debug/io-stats", "both", "latency-measurement"),
     ("cluster.lookup-optimize", "off", "cluster/dht", "client", "lookup-optimize"),
     ("cluster.min-free-disk", "5%", "cluster/dht", "client", "min-free-disk"),
+    ("cluster.extra-hash-regex", r"^(.+)\.part$", "cluster/dht", "client", "extra-hash-regex"),
+    ("diagnostics.count-fop-hits", "off", "debug/io-stats", "both", "count-fop-hits"),
+    ("diagnostics.client-log-level", "ERROR", "debug/io-stats", "client", "log-level"),
+    ("diagnostics.brick-log-level", "DEBUG", "debug/io-stats", "brick", "log-level"),
 ])
 def test_set_options_land_where_they_belong(key, value, xlator, where, option):
-    _installed(xlator)
-    if volgen.available_options().get(key) is None:
-        pytest.skip(f"{xlator} has no option {option} (yet)")
     assert volgen.validate_option(key, value) == value
     vol = make_vol(options={key: value})
     client = [s for s in parse(volgen.client_volfile(vol)) if s.type == xlator]
@@ -126,7 +123,6 @@ def test_validate_unknown_key_suggests_close_matches():
 def test_validate_bad_values_use_the_translator_schema():
     with pytest.raises(GvolError, match="invalid value for brick.auto-restart: .*on/off"):
         volgen.validate_option("brick.auto-restart", "maybe")
-    _installed("protocol/client", "storage/posix")
     with pytest.raises(GvolError, match="invalid value for network.ping-timeout"):
         volgen.validate_option("network.ping-timeout", "soon")
     with pytest.raises(GvolError, match="invalid value for storage.thread-count.*(minimum|bad)"):
@@ -145,7 +141,6 @@ ALL = ("storage/posix", "features/locks", "debug/io-stats", "protocol/server",
 
 def test_generated_brick_volfile_builds(tmp_path):
     """Every option gvold writes exists in the translator's schema: the graph builds."""
-    _installed("storage/posix", "features/locks", "debug/io-stats", "protocol/server")
     vol = make_vol(tmp_path, options={k: v for k, v in {
         "storage.thread-count": "4", "auth.allow": "127.0.0.1", "auth.reject": "10.0.0.1",
         "diagnostics.latency-measurement": "off"}.items()})
@@ -156,12 +151,9 @@ def test_generated_brick_volfile_builds(tmp_path):
 
 
 def test_generated_client_volfile_builds():
-    _installed("protocol/client", "cluster/dht", "debug/io-stats", "performance/create-behind")
     opts = {"network.ping-timeout": "3", "diagnostics.latency-measurement": "off",
-            "performance.create-behind-size": "65536"}
-    for k in ("cluster.lookup-optimize", "cluster.min-free-disk"):
-        if k in volgen.available_options():
-            opts[k] = "off" if k.endswith("optimize") else "5%"
+            "performance.create-behind-size": "65536", "cluster.lookup-optimize": "off",
+            "cluster.min-free-disk": "5%"}
     vol = make_vol(n=3, options=opts)
     top = build(volgen.client_volfile(vol))
     assert top.type_name == "debug/io-stats"
@@ -172,26 +164,114 @@ def test_generated_client_volfile_builds():
         "vol1-client-0", "vol1-client-1", "vol1-client-2"]
 
 
-def test_every_table_option_targets_a_real_option_once_installed():
-    """The option table must not drift from the translators: a key whose translator is
-    installed but lacks the option is hidden from `volume get all`; list those for review."""
-    avail = volgen.available_options()
+def test_every_key_sets_an_option_its_translator_has():
+    """The table against the translators' own option tables: each key names a translator
+    option that exists, and every value the table accepts builds a graph."""
     for key, o in volgen.OPTIONS.items():
         if o.scope == "daemon":
-            assert key in avail
+            assert o.xlator is None and o.schema is not None, key
             continue
         schema = volgen.schema_for(o.xlator)
-        if schema is not None and o.option in schema:
-            assert key in avail
-        else:
-            assert key not in avail
+        assert o.option in schema, f"{key}: {o.xlator} has no option {o.option}"
+    assert set(volgen.available_options()) == set(volgen.OPTIONS)
+
+
+def test_every_translator_option_is_read_by_its_translator():
+    """No inert options: each option of each translator's table is used by the code of its
+    module beyond the table itself (a choice of one value only refuses the others)."""
+    import inspect
+    import sys
+
+    from translators import load_all
+    from translators.xlator import REGISTRY
+
+    load_all()
+    for cls in set(REGISTRY.values()):
+        src = inspect.getsource(sys.modules[cls.__module__])
+        for name, opt in cls.options_schema.items():
+            if opt.kind == "choice" and len(opt.choices) == 1:
+                continue
+            assert src.count(f'"{name}"') >= 2, f"{cls.type_name}: option {name} is read nowhere"
+
+
+def test_documented_keys_are_the_table():
+    """docs/volmgr.md's table of `volume set` keys names exactly the keys gvol accepts."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "volmgr.md").read_text()
+    section = doc.split("## Volume options", 1)[1].split("\n## ", 1)[0]
+    documented = set()
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            first = line.split("|")[1]
+            documented |= set(re.findall(r"`([a-z-]+\.[a-z.-]+)`", first))
+    # "`diagnostics.client-log-level` / `brick-log-level`" names the second key by its tail
+    documented |= {"diagnostics.brick-log-level"} if "`brick-log-level`" in section else set()
+    assert documented == set(volgen.OPTIONS)
+
+
+def test_set_help_lists_every_key_from_the_translators_tables():
+    rows = {r["key"]: r for r in volgen.option_help()}
+    assert set(rows) == set(volgen.OPTIONS)
+    for key, r in rows.items():
+        o = volgen.OPTIONS[key]
+        opt = o.schema if o.scope == "daemon" else volgen.schema_for(o.xlator)[o.option]
+        assert r["type"] == opt.kind and r["description"], key
+        assert r["default"] == volgen.option_value({"options": {}}, key)[0], key
+    assert rows["storage.thread-count"]["range"] == "1 .. 1024"
+    assert rows["storage.thread-count"]["default"] == "16"
+    assert rows["cluster.read-policy"]["range"] == "gfid-hash | first"
+    assert rows["cluster.heal-timeout"]["range"] == "5 .. inf"
+    assert rows["auth.allow"]["where"] == "bricks"
 
 
 def test_check_builds_catches_constructor_checks():
-    _installed("cluster/dht", "protocol/client", "debug/io-stats")
-    if "cluster.min-free-disk" not in volgen.available_options():
-        pytest.skip("cluster/dht has no min-free-disk")
     volgen.check_builds(make_vol(options={"cluster.min-free-disk": "5%"}))
     with pytest.raises(GvolError, match="invalid value for cluster.min-free-disk"):
         volgen.check_builds(make_vol(options={"cluster.min-free-disk": "lots"}),
                             "cluster.min-free-disk")
+
+
+@pytest.mark.parametrize("exc", [
+    ModuleNotFoundError("No module named 'zstandard'", name="zstandard"),
+    SyntaxError("invalid syntax"),
+])
+def test_a_translator_that_does_not_import_fails_loudly(monkeypatch, exc):
+    """A missing dependency or a syntax error in a translator module is an error, not an
+    option that quietly is "not available"."""
+    import importlib
+
+    from translators.xlator import REGISTRY
+
+    real = importlib.import_module
+
+    def broken(name, *a, **kw):
+        if name == "translators.debug.io_stats":
+            raise exc
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    monkeypatch.delitem(REGISTRY, "debug/io-stats")
+    with pytest.raises(type(exc)):
+        volgen.schema_for("debug/io-stats")
+    with pytest.raises(type(exc)):
+        volgen.validate_option("diagnostics.latency-measurement", "off")
+
+
+def test_gvol_volume_set_help_prints_every_option():
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "-m", "volmgr.cli", "volume", "set", "help"]
+    got = subprocess.run([*cmd, "--json"], cwd=root, capture_output=True, text=True,
+                         timeout=60)
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout) == volgen.option_help()
+    text = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=60)
+    assert text.returncode == 0, text.stderr
+    for key in volgen.OPTIONS:
+        assert f"Option: {key}\n" in text.stdout
+    assert "Default Value: 16\nType: int, range 1 .. 1024" in text.stdout
+    bad = subprocess.run(cmd[:-1] + ["vol1"], cwd=root, capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "gvol volume set help" in bad.stderr

@@ -4,7 +4,8 @@
                                                       HOST:/PATH... [force]
     gvol volume start VOL [force] | stop VOL [force] | delete VOL
     gvol volume info [VOL|all] [--volfile] [--json] | status [VOL] [--json] | list [--json]
-    gvol volume set VOL KEY VALUE | get VOL KEY|all [--json] | reset VOL [KEY|all]
+    gvol volume set VOL KEY VALUE | set help [--json] | get VOL KEY|all [--json]
+    gvol volume reset VOL [KEY|all]
     gvol volume heal VOL [full] | heal VOL info [summary|split-brain] [--json]
     gvol volume heal VOL statistics [--json]
     gvol volume heal VOL split-brain {bigger-file FILE | latest-mtime FILE |
@@ -307,15 +308,40 @@ def volume_status(volname: str | None = typer.Argument(None, metavar="[VOLNAME|a
 
 
 @volume_app.command("set", context_settings={"ignore_unknown_options": True})
-def volume_set(volname: str = typer.Argument(..., metavar="VOLNAME"),
-               key: str = typer.Argument(...), value: str = typer.Argument(...)) -> None:
-    """Set a volume option (see: gvol volume get VOLNAME all)."""
+def volume_set(volname: str = typer.Argument(..., metavar="VOLNAME|help"),
+               key: str | None = typer.Argument(None, metavar="KEY"),
+               value: str | None = typer.Argument(None, metavar="VALUE"),
+               as_json: bool = typer.Option(False, "--json", help="with help: as JSON")) -> None:
+    """Set a volume option; `gvol volume set help` lists every option."""
+    if volname == "help" and key is None:
+        _set_help(as_json)
+        return
+    if key is None or value is None:
+        _usage("volume set needs VOLNAME KEY VALUE (every KEY: gvol volume set help)")
+    if as_json:
+        _usage("--json goes with: gvol volume set help")
     res = _ctx().call("volume-set", {"name": volname, "key": key, "value": value},
                       mutating=True)
     _print("volume set: success")
     if res.get("restart_needed"):
         _print(f"note: {key} is a brick option; it applies when the bricks restart "
                f"(gvol volume stop {volname} && gvol volume start {volname})")
+
+
+def _set_help(as_json: bool) -> None:
+    """Every `volume set` key, from the option tables of the translators that read them."""
+    from . import volgen  # the translators: only this command needs them here
+
+    rows = volgen.option_help()
+    if as_json:
+        _json(rows)
+        return
+    out = _out()
+    for r in rows:
+        rng = f", range {r['range']}" if r["range"] else ""
+        out.print(f"Option: {r['key']}\nDefault Value: {r['default']}\n"
+                  f"Type: {r['type']}{rng}; applies to the {r['where']} "
+                  f"({r['translator']} {r['option']})\nDescription: {r['description']}\n")
 
 
 @volume_app.command("reset")

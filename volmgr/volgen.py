@@ -33,13 +33,12 @@ Client graph, bottom-up (served to mounts by getspec):
 from __future__ import annotations
 
 import difflib
-import importlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from translators.volfile import VolumeSpec, build, dump
-from translators.xlator import REGISTRY, GraphError, Option
+from translators.xlator import GraphError, Option, lookup_type
 
 from .errors import GvolError
 from .store import brick_dashed
@@ -57,36 +56,14 @@ INDEX = "features/index"
 ARBITER = "features/arbiter"
 CREATE_BEHIND = "performance/create-behind"
 
-_MODULES = {
-    POSIX: "translators.storage.posix",
-    LOCKS: "translators.features.locks",
-    IO_STATS: "translators.debug.io_stats",
-    SERVER: "translators.protocol.server",
-    CLIENT: "translators.protocol.client",
-    DHT: "translators.cluster.dht",
-    REPLICATE: "translators.cluster.afr",
-    INDEX: "translators.features.index",
-    ARBITER: "translators.features.arbiter",
-    CREATE_BEHIND: "translators.performance.create_behind",
-}
-
 DEFAULT_LISTEN_HOST = "0.0.0.0"
 
 
-def schema_for(type_name: str) -> dict[str, Option] | None:
-    """The options schema of a translator type, or None when its module is not installed (or
-    does not import: a broken translator must not take gvold down)."""
-    if type_name not in REGISTRY:
-        mod = _MODULES.get(type_name)
-        if mod is None:
-            return None
-        try:
-            importlib.import_module(mod)
-        except Exception as e:  # ImportError, SyntaxError, anything a half-written module does
-            log.debug("cannot import %s: %s", mod, e)
-            return None
-    cls = REGISTRY.get(type_name)
-    return None if cls is None else dict(cls.options_schema)
+def schema_for(type_name: str) -> dict[str, Option]:
+    """The options schema of a translator type (its module is imported on demand). gvol ships
+    every translator it names: a module that does not import (a missing dependency, a syntax
+    error) raises here rather than hiding its options."""
+    return dict(lookup_type(type_name).options_schema)
 
 
 # ---------------------------------------------------------------- volume-set keys
@@ -131,10 +108,6 @@ OPTIONS: dict[str, VolOption] = {o.key: o for o in [
               "log level of the brick graphs"),
     VolOption("storage.thread-count", POSIX, "thread-count", "brick",
               "threads doing disk I/O on each brick"),
-    VolOption("storage.reserve", POSIX, "reserve", "brick",
-              "space kept free on each brick (percent)"),
-    VolOption("storage.health-check-interval", POSIX, "health-check-interval", "brick",
-              "seconds between brick health checks (0 = off)"),
     VolOption("brick.auto-restart", None, None, "daemon",
               "gvold restarts a brick that died while the volume is started",
               Option("bool", True)),
@@ -179,15 +152,45 @@ def _target_option(o: VolOption) -> Option | None:
     if o.scope == "daemon":
         return o.schema
     assert o.xlator is not None and o.option is not None
-    schema = schema_for(o.xlator)
-    if schema is None:
-        return None
-    return schema.get(o.option)
+    return schema_for(o.xlator).get(o.option)
 
 
 def available_options() -> dict[str, VolOption]:
-    """The keys whose target translator is installed and has the option."""
+    """The keys whose target translator has the option (all of them: tests/test_volgen.py
+    checks the table against the translators)."""
     return {k: o for k, o in OPTIONS.items() if _target_option(o) is not None}
+
+
+_WHERE = {"brick": "bricks", "client": "client", "both": "client and bricks",
+          "daemon": "gvold"}
+
+
+def _range(opt: Option) -> str:
+    if opt.choices:
+        return " | ".join(c or '""' for c in opt.choices)
+    lo = "" if opt.min is None else _fmt_default(opt.min if opt.kind == "float"
+                                                  else int(opt.min))
+    hi = "" if opt.max is None else _fmt_default(opt.max if opt.kind == "float"
+                                                  else int(opt.max))
+    if lo or hi:
+        return f"{lo or '-inf'} .. {hi or 'inf'}"
+    return ""
+
+
+def option_help() -> list[dict[str, Any]]:
+    """`gvol volume set help`: every key with its default, type, range and meaning, taken
+    from the option table of the translator that reads it (gvold's own for daemon keys)."""
+    rows = []
+    for key in sorted(OPTIONS):
+        o = OPTIONS[key]
+        opt = _target_option(o)
+        if opt is None:
+            raise GvolError(f"option {key}: translator {o.xlator} has no option {o.option}")
+        rows.append({"key": key, "default": _fmt_default(opt.default), "type": opt.kind,
+                     "range": _range(opt), "where": _WHERE[o.scope],
+                     "translator": o.xlator or "gvold", "option": o.option or key,
+                     "description": o.doc or opt.doc})
+    return rows
 
 
 def validate_option(key: str, value: str) -> str:
@@ -201,8 +204,8 @@ def validate_option(key: str, value: str) -> str:
         raise GvolError(f"unknown option {key}{hint}")
     opt = _target_option(o)
     if opt is None:
-        raise GvolError(f"option {key} is not available: translator {o.xlator} "
-                        f"({_MODULES.get(o.xlator or '', '?')}) has no option {o.option}")
+        raise GvolError(f"option {key} is not available: translator {o.xlator} has no "
+                        f"option {o.option}")
     name = o.option or key
     try:
         opt.parse(name, value)
@@ -369,12 +372,10 @@ def generate(vol: dict[str, Any]) -> dict[str, str]:
 def check_builds(vol: dict[str, Any], key: str = "") -> None:
     """Build every generated graph (no I/O: constructors only) so that values a translator
     checks in its constructor (beyond its option schema) are refused now, not when a brick or
-    a mount loads the volfile. Translators that are not installed are skipped."""
+    a mount loads the volfile."""
     for text in generate(vol).values():
         try:
             build(text)
         except GraphError as e:
             msg = str(e)
-            if "unknown translator type" in msg:
-                continue
             raise GvolError(f"invalid value for {key}: {msg}" if key else msg) from None

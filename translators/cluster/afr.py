@@ -287,7 +287,8 @@ class Replicate(Translator):
                                              doc="heals started by lookups at once (0: none)"),
         "read-policy": Option("choice", "gfid-hash", choices=("gfid-hash", "first"),
                               doc="which readable brick serves reads"),
-        "volume-id": Option("str", "", doc="for logs"),
+        "volume-id": Option("str", "", doc="the volume's id, named in the log when the set "
+                            "starts"),
     }
 
     def __init__(self, *a: Any, **kw: Any) -> None:
@@ -364,6 +365,9 @@ class Replicate(Translator):
     # ------------------------------------------------------------ lifecycle and children
     async def init(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
+        log.info("%s: replica set of %d bricks (%s)%s", self.name, self.n,
+                 ", ".join(self.client_names), f" of volume {self.opts['volume-id']}"
+                 if self.opts["volume-id"] else "")
 
     async def fini(self) -> None:
         # release what we hold (best effort, bounded)

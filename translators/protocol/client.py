@@ -202,7 +202,8 @@ class Client(Translator):
                                    "declared down"),
         "connect-timeout": Option("float", 5.0, min=0.01, doc="connect + handshake deadline"),
         "reconnect-max-delay": Option("float", 2.0, min=0.01, doc="cap of the retry backoff"),
-        "transport-type": Option("choice", "tcp", choices=("tcp",)),
+        "transport-type": Option("choice", "tcp", choices=("tcp",),
+                                 doc="tcp, the only transport: any other is refused"),
         "frame-max-size": Option("size", DEFAULT_MAX_FRAME, min=65536 + HEADER_SIZE),
         "open-prefetch": Option("size", 64 << 10, min=0, max=1 << 20,
                                 doc="a read-only open of a regular file up to this size brings "
