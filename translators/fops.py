@@ -5,7 +5,9 @@ addresses (an entry = parent gfid + name, an inode = gfid, an fd, or nothing), i
 dataclasses, and which field (if any) is bulk data that travels raw on the wire.
 
 The translator base class (translators/xlator.py), the wire codec (translators/protocol/codec.py),
-the server dispatch and debug/io-stats are all derived from `FOPS`; add a fop here and they follow.
+the server dispatch and debug/io-stats are all derived from `FOPS`; so are the per-fop decisions of
+cluster/replicate, features/index and storage/posix, from the facts in each entry (see `Fop`).
+Add a fop here and they follow (tests/test_fop_table.py adds some to a copy of the table).
 """
 from __future__ import annotations
 
@@ -45,8 +47,8 @@ ENTRYLK_LOCK_NB = 2
 # of str -> bytes/str/int/bool that translators use to ask a brick-side translator for extra
 # work done together with the fop, in the same round trip. None (the default) = nothing extra.
 # Keys are namespaced by the translator that consumes them and removes them before winding on;
-# see translators/features/index.py for the ones cluster/afr uses (changelog pre-op folded
-# into the fop, lock-on-create, unlock-after-post-op).
+# see translators/changelog.py for the ones cluster/afr uses (changelog pre-op folded into the
+# fop, lock-on-create, unlock-after-post-op) and features/index.py for how a brick applies them.
 
 
 class Kind(Enum):
