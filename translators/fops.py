@@ -460,7 +460,6 @@ class Fop:
     kind: Kind
     req: type
     rep: type
-    modifies: bool = False  # changes data or metadata (replication/heal bookkeeping)
     req_bulk: str | None = None  # field sent as raw bytes after the header
     rep_bulk: str | None = None
     reads: tuple[str, ...] = ()  # what of its object the reply depends on (D, M, E)
@@ -476,6 +475,11 @@ class Fop:
     cached: bool = False  # storage/posix first tries it without blocking, from the kernel's
     #                       caches, in the event loop (read-only metadata fops)
 
+    @property
+    def modifies(self) -> bool:
+        """Changes data, metadata or names (replication/heal bookkeeping)."""
+        return bool(self.changes or self.creates)
+
 
 _E, _I, _F = Kind.ENTRY, Kind.INODE, Kind.FD
 _P = "parent"
@@ -485,30 +489,30 @@ FOP_LIST: tuple[Fop, ...] = (
     Fop("stat", 2, _I, InodeReq, AttrRep, reads=(D, M), object="gfid", inline=True,
         cached=True),
     Fop("fstat", 3, _F, FdReq, AttrRep, reads=(D, M), object="fd"),
-    Fop("setattr", 4, _I, SetattrReq, AttrRep, modifies=True, changes=(M,), object="gfid",
+    Fop("setattr", 4, _I, SetattrReq, AttrRep, changes=(M,), object="gfid",
         inline=True),
-    Fop("fsetattr", 5, _F, FsetattrReq, AttrRep, modifies=True, changes=(M,), object="fd",
+    Fop("fsetattr", 5, _F, FsetattrReq, AttrRep, changes=(M,), object="fd",
         inline=True),
     Fop("access", 6, _I, AccessReq, Empty, reads=(M,), object="gfid", inline=True, cached=True),
     Fop("readlink", 7, _I, InodeReq, ReadlinkRep, reads=(M,), object="gfid", inline=True),
-    Fop("mknod", 8, _E, MknodReq, EntryRep, modifies=True, changes=(E,), creates=(M,),
+    Fop("mknod", 8, _E, MknodReq, EntryRep, changes=(E,), creates=(M,),
         parent=_P, inline=True),
-    Fop("mkdir", 9, _E, MkdirReq, EntryRep, modifies=True, changes=(E,), creates=(M, E),
+    Fop("mkdir", 9, _E, MkdirReq, EntryRep, changes=(E,), creates=(M, E),
         parent=_P, inline=True),
-    Fop("unlink", 10, _E, EntryReq, Empty, modifies=True, changes=(E,), parent=_P, inline=True),
-    Fop("rmdir", 11, _E, EntryReq, Empty, modifies=True, changes=(E,), parent=_P, inline=True),
-    Fop("symlink", 12, _E, SymlinkReq, EntryRep, modifies=True, changes=(E,), creates=(M,),
+    Fop("unlink", 10, _E, EntryReq, Empty, changes=(E,), parent=_P, inline=True),
+    Fop("rmdir", 11, _E, EntryReq, Empty, changes=(E,), parent=_P, inline=True),
+    Fop("symlink", 12, _E, SymlinkReq, EntryRep, changes=(E,), creates=(M,),
         parent=_P, inline=True),
-    Fop("rename", 13, _E, RenameReq, Empty, modifies=True, changes=(E,), parent="oldparent",
+    Fop("rename", 13, _E, RenameReq, Empty, changes=(E,), parent="oldparent",
         newparent="newparent", inline=True),
-    Fop("link", 14, _E, LinkReq, EntryRep, modifies=True, changes=(E,), object="gfid",
+    Fop("link", 14, _E, LinkReq, EntryRep, changes=(E,), object="gfid",
         parent="newparent", inline=True),
-    Fop("create", 15, _E, CreateReq, CreateRep, modifies=True, req_bulk="data", changes=(E,),
+    Fop("create", 15, _E, CreateReq, CreateRep, req_bulk="data", changes=(E,),
         creates=(D, M), parent=_P, inline=True),
     Fop("open", 16, _I, OpenReq, OpenRep, rep_bulk="data", object="gfid", inline=True,
         cached=True),
     Fop("read", 17, _F, ReadReq, ReadRep, rep_bulk="data", reads=(D,), object="fd"),
-    Fop("write", 18, _F, WriteReq, WriteRep, modifies=True, req_bulk="data", changes=(D,),
+    Fop("write", 18, _F, WriteReq, WriteRep, req_bulk="data", changes=(D,),
         object="fd", inline=True),
     Fop("flush", 19, _F, FdReq, Empty, object="fd"),
     Fop("fsync", 20, _F, FsyncReq, Empty, object="fd"),
@@ -518,21 +522,21 @@ FOP_LIST: tuple[Fop, ...] = (
     Fop("releasedir", 24, _F, FdReq, Empty, object="fd"),
     Fop("fsyncdir", 25, _F, FsyncReq, Empty, object="fd"),
     Fop("statfs", 26, _I, InodeReq, StatfsRep),
-    Fop("setxattr", 27, _I, SetxattrReq, Empty, modifies=True, changes=(M,), object="gfid",
+    Fop("setxattr", 27, _I, SetxattrReq, Empty, changes=(M,), object="gfid",
         inline=True),
     Fop("getxattr", 28, _I, GetxattrReq, XattrRep, reads=(M,), object="gfid", inline=True,
         cached=True),
     Fop("listxattr", 29, _I, InodeReq, ListxattrRep, reads=(M,), object="gfid", inline=True),
-    Fop("removexattr", 30, _I, RemovexattrReq, Empty, modifies=True, changes=(M,),
+    Fop("removexattr", 30, _I, RemovexattrReq, Empty, changes=(M,),
         object="gfid", inline=True),
     Fop("fgetxattr", 31, _F, FgetxattrReq, XattrRep, reads=(M,), object="fd"),
-    Fop("fsetxattr", 32, _F, FsetxattrReq, Empty, modifies=True, changes=(M,), object="fd",
+    Fop("fsetxattr", 32, _F, FsetxattrReq, Empty, changes=(M,), object="fd",
         inline=True),
-    Fop("truncate", 33, _I, TruncateReq, AttrRep, modifies=True, changes=(D,), object="gfid"),
-    Fop("ftruncate", 34, _F, FtruncateReq, AttrRep, modifies=True, changes=(D,), object="fd"),
-    Fop("fallocate", 35, _F, FallocateReq, AttrRep, modifies=True, changes=(D,), object="fd"),
-    Fop("discard", 36, _F, RangeReq, AttrRep, modifies=True, changes=(D,), object="fd"),
-    Fop("zerofill", 37, _F, RangeReq, AttrRep, modifies=True, changes=(D,), object="fd"),
+    Fop("truncate", 33, _I, TruncateReq, AttrRep, changes=(D,), object="gfid"),
+    Fop("ftruncate", 34, _F, FtruncateReq, AttrRep, changes=(D,), object="fd"),
+    Fop("fallocate", 35, _F, FallocateReq, AttrRep, changes=(D,), object="fd"),
+    Fop("discard", 36, _F, RangeReq, AttrRep, changes=(D,), object="fd"),
+    Fop("zerofill", 37, _F, RangeReq, AttrRep, changes=(D,), object="fd"),
     Fop("seek", 38, _F, SeekReq, SeekRep, reads=(D,), object="fd"),
     Fop("lk", 39, _F, LkReq, LkRep, object="fd", lock=True),
     Fop("inodelk", 40, _I, InodelkReq, Empty, object="gfid", lock=True),
